@@ -1,0 +1,76 @@
+"""Profiles: the scale a study runs at, as named tables of values in one place.
+
+``smoke``: CI; seconds per notebook on 2 CPU cores; tiny synthetic data and model.
+``quick``: minutes per notebook on a laptop CPU (seconds on a GPU); the embedded synthetic
+set, a small CNN, a few epochs: enough to show each paper's effect qualitatively.
+``paper``: GPU; CIFAR-10 and the papers' architectures, epochs and hyperparameters.
+
+Each value can be overridden per call; a notebook's ``parameters`` cell names only the profile.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+_PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "dataset": "synthetic",
+        "n_train": 512,
+        "n_test": 256,
+        "arch": "small_cnn",
+        "width": 8,
+        "epochs": 1,
+        "batch_size": 128,
+        "lr": 0.05,
+        "eval_corruption_images": 128,
+        "eval_adversarial_images": 64,
+        "gallery_images": 2,
+    },
+    "quick": {
+        "dataset": "synthetic",
+        "n_train": 10_000,
+        "n_test": 2_000,
+        "arch": "small_cnn",
+        "width": None,
+        "epochs": 15,
+        "batch_size": 128,
+        "lr": 0.05,
+        "eval_corruption_images": 1_000,
+        "eval_adversarial_images": 500,
+        "gallery_images": 3,
+    },
+    "paper": {
+        "dataset": "cifar10",
+        "n_train": None,
+        "n_test": None,
+        "arch": "resnet18",
+        "width": None,
+        "epochs": 200,
+        "batch_size": 256,
+        "lr": 0.1,
+        "eval_corruption_images": None,
+        "eval_adversarial_images": 1_000,
+        "gallery_images": 3,
+    },
+}
+
+PROFILES = MappingProxyType({k: MappingProxyType(v) for k, v in _PROFILES.items()})
+
+
+def list_profiles() -> list[str]:
+    return list(PROFILES)
+
+
+def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
+    """The profile's values as a new dict, with ``overrides`` applied (each must be a known key)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
+    values = dict(PROFILES[name])
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise ValueError(
+            f"unknown profile key(s) {unknown}; allowed: {', '.join(sorted(values))}"
+        )
+    values.update(overrides)
+    return values
