@@ -1,0 +1,141 @@
+"""The method interface and registry.
+
+Every training method is one module in this package behind one interface, so the training loop
+(``studykit.train.fit``) never branches on a method's name:
+
+    @register_method("augmax")
+    class AugMax(Method):
+        Config = AugMaxConfig                          # frozen, keyword-only; paper defaults
+        def prepare_model(self, model) -> nn.Module    # e.g. convert BN to DuBIN
+        def training_step(self, model, x, y) -> StepOutput
+        def eval_model(self, model) -> nn.Module       # e.g. route dual BN to the clean BN
+
+``create_method(name, **overrides)`` and ``list_methods(pattern)`` mirror timm's
+``create_model``/``list_models``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+# Modules that register methods on import; a method module added here is found by name.
+_METHOD_MODULES = ("standard",)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What a training step returns.
+
+    Attributes:
+        loss: the scalar to minimize (the trainer calls ``backward`` on it).
+        logits: logits of the clean batch, for the running training accuracy.
+        metrics: extra scalars to log (floats), averaged per epoch by the trainer.
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    """Base of every method's Config; a method adds its own fields with paper defaults."""
+
+
+class Method:
+    """Base class: identity model preparation, plain cross-entropy step, model as-is for eval.
+
+    A method draws its random numbers (augmentations, attack starts) from ``self.generator``,
+    which the trainer seeds from the run's seed and saves in checkpoints.
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        if config is not None and overrides:
+            raise ValueError("pass either a config or keyword overrides, not both")
+        if config is None:
+            allowed = {f.name for f in dataclasses.fields(self.Config)}
+            unknown = sorted(set(overrides) - allowed)
+            if unknown:
+                raise ValueError(
+                    f"unknown option(s) {unknown} for method {self.name!r}; "
+                    f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
+                )
+            config = self.Config(**overrides)
+        self.config = config
+        self.generator = torch.Generator().manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        raise NotImplementedError
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a Method subclass under ``name`` (lower_snake)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name]}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_all() -> None:
+    for mod in _METHOD_MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    """Registered method names matching the fnmatch ``pattern``, sorted."""
+    _load_all()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_method_class(name: str) -> type[Method]:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(list_methods())}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, **overrides: Any) -> Method:
+    """Instantiate a registered method with Config overrides (errors name the allowed keys)."""
+    return get_method_class(name)(**overrides)
+
+
+def method_config_fields(name: str) -> dict[str, Any]:
+    """The Config fields of method ``name`` with their defaults."""
+    cls = get_method_class(name)
+    return {f.name: f.default for f in dataclasses.fields(cls.Config)}

@@ -1,0 +1,273 @@
+"""``fit``: the one training loop.
+
+SGD with momentum (optionally Nesterov), a cosine or multi-step schedule with linear warm-up
+(computed per iteration from the global step, so the schedule has no state to lose), weight
+decay, bf16 autocast and channels_last on CUDA, tqdm progress, a per-epoch history, and a
+checkpoint after every epoch from which a run resumes exactly: model, optimizer, epoch, history,
+the method's generator, the global RNG states and the loader position (the loader's streams are
+seeded from (seed, epoch), so the epoch number is its position).
+
+The loop never looks at the method's name: what differs between methods lives in
+``method.prepare_model``, ``method.training_step`` and ``method.eval_model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from studykit.methods import Method
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "multistep", "constant")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be read (truncated, corrupt, or from another model)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimization settings; defaults are the CIFAR recipe of the papers (lr 0.1, cosine, wd 5e-4).
+
+    Attributes:
+        epochs: number of passes over the training set.
+        lr: peak learning rate (reached after warm-up).
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum (RobustAugMix, AdA).
+        weight_decay: L2 weight decay.
+        schedule: ``cosine`` (per iteration, to 0), ``multistep`` (x gamma at ``milestones``
+            epochs), or ``constant``.
+        milestones: epochs at which ``multistep`` decays.
+        gamma: multistep decay factor.
+        warmup_epochs: linear warm-up length in epochs (may be fractional).
+        amp: bf16 autocast; None means on for CUDA, off on CPU.
+        channels_last: memory format; None means on for CUDA.
+        grad_clip: max gradient norm, or None.
+        seed: seeds the method's generator and the global RNG.
+    """
+
+    epochs: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    amp: bool | None = None
+    channels_last: bool | None = None
+    grad_clip: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at global iteration ``step`` (0-based)."""
+    epoch_f = step / max(steps_per_epoch, 1)
+    if cfg.warmup_epochs > 0 and epoch_f < cfg.warmup_epochs:
+        return cfg.lr * (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.gamma ** sum(epoch_f >= m for m in cfg.milestones)
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * steps_per_epoch
+    t = (step - warm) / max(total - warm, 1)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is truncated, corrupt or not a studykit checkpoint.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path} is not a studykit checkpoint (keys missing)")
+    return state
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module, loader: Any, *, device: torch.device | str | None = None
+) -> float:
+    """Top-1 accuracy (%) of ``model`` in eval mode over ``loader``; restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    return 100.0 * correct / max(total, 1)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: pd.DataFrame
+    resumed_from_epoch: int
+
+
+def fit(
+    model: nn.Module,
+    method: Method,
+    train_loader: Any,
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    test_loader: Any | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    callbacks: Sequence[Callable[[int, dict[str, float], nn.Module], None]] = (),
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` with ``method``; resume from ``checkpoint_path`` when it holds a checkpoint.
+
+    Args:
+        model: an unprepared model (``method.prepare_model`` is applied here, before the
+            optimizer is built, so that converted layers are optimized).
+        method: a registered method instance.
+        train_loader: a ``studykit.data.DeviceLoader`` (anything with ``set_epoch``,
+            ``__iter__`` over (x, y) and ``__len__``).
+        cfg: optimization settings.
+        device: where to train.
+        test_loader: if given, test accuracy is recorded after each epoch.
+        checkpoint_path: written after every epoch; read at start to resume.
+        callbacks: ``f(epoch, record, model)`` after each epoch (1-based epoch).
+        progress: tqdm bars.
+
+    Returns:
+        The trained (prepared) model, the per-epoch history, and the epoch it resumed from.
+
+    Raises:
+        CheckpointError: the checkpoint exists but cannot be used (the caller decides whether
+            to discard it; see ``studykit.runs``).
+    """
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    amp = cfg.amp if cfg.amp is not None else on_cuda
+    channels_last = cfg.channels_last if cfg.channels_last is not None else on_cuda
+
+    model = method.prepare_model(model).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # Weight decay on every parameter (BN included), as the papers' reference CIFAR code does.
+    opt = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+        nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+    )
+    method.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    start_epoch, history = 0, []
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {ckpt} does not fit this model: {e}") from e
+        method.load_state_dict(state["method"])
+        torch.set_rng_state(state["rng_cpu"])
+        if on_cuda and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        log.info("resuming from %s at epoch %d/%d", ckpt, start_epoch, cfg.epochs)
+
+    steps_per_epoch = len(train_loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        n_seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=not progress)
+        for i, (x, y) in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, steps_per_epoch)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = method.training_step(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            out.loss.float().backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            b = y.numel()
+            n_seen += b
+            loss_sum += out.loss.item() * b
+            correct += (out.logits.argmax(1) == y).sum().item()
+            for k, v in out.metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            if progress:
+                bar.set_postfix(loss=f"{loss_sum / n_seen:.3f}", acc=f"{100 * correct / n_seen:.1f}")
+        record = {
+            "epoch": epoch + 1,
+            "lr": float(opt.param_groups[0]["lr"]),
+            "train_loss": loss_sum / max(n_seen, 1),
+            "train_acc": 100.0 * correct / max(n_seen, 1),
+            **{k: v / max(n_seen, 1) for k, v in sums.items()},
+            "seconds": time.perf_counter() - t0,
+        }
+        if test_loader is not None:
+            record["test_acc"] = evaluate_accuracy(method.eval_model(model), test_loader,
+                                                   device=device)
+        history.append(record)
+        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        if ckpt is not None:
+            _save_atomic({
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "method": method.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if on_cuda else None,
+            }, ckpt)
+        for cb in callbacks:
+            cb(epoch + 1, record, model)
+    model.eval()
+    return FitResult(model=model, history=pd.DataFrame(history), resumed_from_epoch=start_epoch)
