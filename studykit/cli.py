@@ -1,14 +1,18 @@
-"""The ``studykit`` command line: ``studykit list | study``.
+"""The ``studykit`` command line: ``studykit list | train | eval | study``.
 
-``train`` and ``eval`` arrive with the training loop; ``study`` runs the notebook series.
+``train`` and ``eval`` call ``run_experiment`` (``-p key=value`` sets any of its parameters,
+values parsed as Python literals); ``study`` runs the notebook series with papermill.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -42,6 +46,34 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["epochs=3", "method=augmix"]`` -> ``{"epochs": 3, "method": "augmix"}``."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bad parameter {pair!r}; write key=value, e.g. epochs=3")
+        try:
+            params[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            params[key] = raw  # a bare word such as augmix or cifar10
+    return params
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from studykit.experiment import run_experiment
+
+    params = parse_params(args.param)
+    params.setdefault("profile", args.profile)
+    if args.command == "train":
+        params.setdefault("eval_corruptions", None)
+        params.setdefault("eval_adversarial", None)
+    r = run_experiment(**params)
+    print(f"run: {r.run.dir}")
+    print(json.dumps(r.metrics, indent=2, sort_keys=True))
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from studykit import study
 
@@ -65,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this section: datasets | models | corruptions | methods | profiles",
     )
     pl.set_defaults(func=_cmd_list)
+
+    for name, helptext in (("train", "train (or load) one configuration"),
+                           ("eval", "train or load, then evaluate clean / corruptions / PGD")):
+        pt = sub.add_parser(name, help=helptext)
+        pt.add_argument("--profile", default="quick", help="smoke | quick | paper")
+        pt.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a run_experiment parameter, e.g. -p method=standard -p epochs=3")
+        pt.set_defaults(func=_cmd_train)
 
     ps = sub.add_parser("study", help="run the notebook series with papermill")
     ps.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")

@@ -1,0 +1,205 @@
+"""Evaluation: clean accuracy, corruption accuracy per (corruption, severity), RA, mCE, and
+adversarial accuracy vs epsilon, each returned as tables keyed by name (never by position).
+
+Conventions (METHODS.md, "Evaluation conventions"):
+  * RA = mean accuracy over the 15 benchmark corruptions x 5 severities.
+  * CIFAR "mCE" = 100 - RA (no AlexNet normalization; AdA reports this).
+  * Normalized mCE = per corruption, the sum over severities of the model's errors divided by a
+    baseline model's, averaged over corruptions, in percent (ImageNet-C style; the baseline is the
+    user's choice, e.g. a standard model of the same study).
+Models are evaluated in eval mode; their train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from studykit import attacks
+from studykit.corruptions import BENCHMARK_CORRUPTIONS, list_corruptions
+from studykit.data import ImageDataset, load_corrupted
+from studykit.paths import data_root
+
+log = logging.getLogger(__name__)
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy (%) of ``model`` (in eval mode) on images ``x``.
+
+    Args:
+        model: classifier taking [0, 1] images.
+        x: uint8 images (converted per batch) or float images in [0, 1], on any device.
+        y: labels.
+        batch_size: images per forward.
+
+    Shape:
+        - x: :math:`(N, 3, H, W)`, y: :math:`(N,)`
+    """
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(device)
+            if xb.dtype == torch.uint8:
+                xb = xb.float().div_(255)
+            correct += (model(xb).argmax(1) == y[i : i + batch_size].to(device)).sum().item()
+    finally:
+        model.train(was_training)
+    return 100.0 * correct / max(x.shape[0], 1)
+
+
+def clean_accuracy(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 500) -> float:
+    """Accuracy (%) on the dataset's test set."""
+    return accuracy(model, dataset.x_test, dataset.y_test, batch_size=batch_size)
+
+
+def corruption_table(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    corruptions: Sequence[str] | str = "benchmark",
+    severities: Sequence[int] = SEVERITIES,
+    root: str | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Accuracy per (corruption, severity) on the dataset's (possibly subset) test set.
+
+    Corrupted test sets come from the released CIFAR-10-C/100-C files when present, else are
+    generated once and cached (see ``studykit.data.load_corrupted``).
+
+    Args:
+        model: classifier taking [0, 1] images.
+        dataset: its test images are corrupted.
+        corruptions: names, or ``"benchmark"`` | ``"extra"`` | ``"all"``.
+        severities: subset of 1..5.
+        root: data root (default the project's ``data/``).
+        seed: seed of the generated corruptions.
+        batch_size: images per forward.
+        progress: tqdm bar over (corruption, severity).
+
+    Returns:
+        Columns ``corruption, severity, accuracy, source`` (one row per pair).
+    """
+    names = list_corruptions(corruptions) if isinstance(corruptions, str) else list(corruptions)
+    root = root if root is not None else data_root()
+    rows = []
+    pairs = [(n, s) for n in names for s in severities]
+    for name, sev in tqdm(pairs, desc="corruptions", leave=False, disable=not progress):
+        cs = load_corrupted(dataset, name, sev, root=root, seed=seed)
+        acc = accuracy(model, cs.x, cs.y, batch_size=batch_size)
+        rows.append({"corruption": name, "severity": sev, "accuracy": acc, "source": cs.source})
+    return pd.DataFrame(rows)
+
+
+def robust_accuracy(table: pd.DataFrame, corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS) -> float:
+    """RA: mean accuracy over the given corruptions (default the 15 benchmark ones) x severities.
+
+    Raises:
+        ValueError: a requested corruption is missing from the table.
+    """
+    missing = sorted(set(corruptions) - set(table["corruption"]))
+    if missing:
+        raise ValueError(f"table lacks corruption(s) {missing}; cannot compute RA over them")
+    return float(table[table["corruption"].isin(corruptions)]["accuracy"].mean())
+
+
+def mean_corruption_error(
+    table: pd.DataFrame, corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS
+) -> float:
+    """CIFAR mCE: 100 - RA (plain, unnormalized)."""
+    return 100.0 - robust_accuracy(table, corruptions)
+
+
+def corruption_errors(
+    table: pd.DataFrame,
+    baseline: pd.DataFrame,
+    corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS,
+) -> pd.Series:
+    """CE per corruption (%): sum_s err(model) / sum_s err(baseline) * 100, keyed by name."""
+    def errors(t: pd.DataFrame) -> pd.Series:
+        t = t[t["corruption"].isin(corruptions)]
+        return (100.0 - t["accuracy"]).groupby(t["corruption"]).sum()
+
+    mine, base = errors(table), errors(baseline)
+    missing = sorted(set(corruptions) - set(mine.index) | set(corruptions) - set(base.index))
+    if missing:
+        raise ValueError(f"tables lack corruption(s) {missing}")
+    if (base[list(corruptions)] <= 0).any():
+        raise ValueError("the baseline makes no error on some corruption; CE is undefined there")
+    return (100.0 * mine / base)[list(corruptions)]
+
+
+def normalized_mce(
+    table: pd.DataFrame,
+    baseline: pd.DataFrame,
+    corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS,
+) -> float:
+    """ImageNet-C style mCE (%) against ``baseline``: the mean of ``corruption_errors``."""
+    return float(corruption_errors(table, baseline, corruptions).mean())
+
+
+def accuracy_by_severity(table: pd.DataFrame) -> pd.DataFrame:
+    """Pivot: rows corruption, columns severity, values accuracy; plus a ``mean`` row."""
+    piv = table.pivot(index="corruption", columns="severity", values="accuracy")
+    order = [c for c in list_corruptions("all") if c in piv.index]
+    piv = piv.loc[order]
+    piv.loc["mean"] = piv.mean()
+    return piv
+
+
+def adversarial_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps_list: Sequence[float],
+    norm: str = "linf",
+    steps: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = True,
+    **pgd_kwargs,
+) -> pd.DataFrame:
+    """Accuracy (%) under PGD at each eps, in eval mode.
+
+    Args:
+        model: classifier taking [0, 1] images.
+        x: uint8 or float [0, 1] images.
+        y: labels.
+        eps_list: radii in [0, 1] pixel units (0 = clean).
+        norm: ``linf`` or ``l2``.
+        steps: PGD steps.
+        seed: seeds the random starts.
+
+    Returns:
+        Columns ``norm, eps, steps, accuracy``.
+    """
+    xf = x.float().div(255) if x.dtype == torch.uint8 else x
+    g = torch.Generator().manual_seed(seed)
+    accs = attacks.adversarial_accuracy(
+        model, xf, y, eps_list=list(eps_list), norm=norm, steps=steps, batch_size=batch_size,
+        generator=g, progress=progress, **pgd_kwargs,
+    )
+    return pd.DataFrame(
+        [{"norm": norm, "eps": float(e), "steps": steps, "accuracy": a} for e, a in accs.items()]
+    )

@@ -1,0 +1,310 @@
+"""``run_experiment(**params)``: validate, resolve the profile, train or load from the run
+store, evaluate, and return the model with its history and metrics.
+
+Every parameter is checked before any work: an unknown key or a bad value raises a
+``ValueError`` naming the allowed ones. The training part of the resolved config is hashed
+(``studykit.runs``); asking again returns the stored run, an interrupted run resumes from its
+last epoch, and a truncated or corrupt checkpoint is reported, moved aside and retrained.
+Evaluation results are stored in the run folder under a hash of the evaluation settings, so
+changing how a model is evaluated never retrains it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from studykit import evaluation, models, profiles
+from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
+from studykit.methods import Method, create_method, method_config_fields
+from studykit.paths import data_root
+from studykit.runs import Run, config_hash, write_json_atomic
+from studykit.train import CheckpointError, FitResult, TrainConfig, fit, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EPS = {"linf": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "l2": (0.0, 0.1, 0.25, 0.5, 1.0)}
+
+# Keys of run_experiment besides the method's own options; defaults of None come from the profile.
+TRAIN_KEYS: dict[str, Any] = {
+    "dataset": None, "n_train": None, "n_test": None, "data_seed": 0,
+    "arch": None, "width": None, "method": "standard",
+    "epochs": None, "batch_size": None, "lr": None, "momentum": 0.9, "nesterov": False,
+    "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 0.0, "seed": 0,
+}
+EVAL_KEYS: dict[str, Any] = {
+    "eval_corruptions": "benchmark",    # "benchmark" | "extra" | "all" | list of names | None
+    "eval_corruption_images": None,     # test images corrupted (None: the whole test set)
+    "eval_adversarial": "linf",         # "linf" | "l2" | None
+    "eval_eps": None,                   # tuple of eps (default DEFAULT_EPS[norm])
+    "eval_adversarial_images": None,
+    "eval_pgd_steps": 10,
+}
+RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
+                                "runs_root": None}
+
+
+@dataclass
+class ExperimentResult:
+    """What ``run_experiment`` returns.
+
+    Attributes:
+        config: the resolved configuration (training, evaluation and runtime parts).
+        run: the run store entry (``run.dir`` holds the files).
+        model: the trained model, prepared by its method, in eval mode.
+        method: the method instance (``method.eval_model(model)`` is what was evaluated).
+        dataset: the dataset it was trained and evaluated on.
+        history: per-epoch training history.
+        metrics: ``clean_acc``, ``ra``, ``mce``, ``adv_acc@<eps>`` ...
+        corruption: accuracy per (corruption, severity), or None.
+        adversarial: accuracy per eps, or None.
+        trained: whether this call trained (or resumed) the model rather than loading it.
+    """
+
+    config: dict[str, Any]
+    run: Run
+    model: nn.Module
+    method: Method
+    dataset: ImageDataset
+    history: pd.DataFrame
+    metrics: dict[str, Any]
+    corruption: pd.DataFrame | None
+    adversarial: pd.DataFrame | None
+    trained: bool
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.method.eval_model(self.model)
+
+    def summary(self) -> dict[str, Any]:
+        """One flat row for comparison tables."""
+        t = self.config["train"]
+        row = {"method": t["method"], "arch": t["arch"], "dataset": t["dataset"],
+               "seed": t["seed"], "epochs": t["epochs"]}
+        row.update({k: v for k, v in self.metrics.items() if isinstance(v, (int, float))})
+        return row
+
+
+def _check_type(key: str, value: Any, kinds: tuple[type, ...], what: str) -> None:
+    if isinstance(value, bool) and bool not in kinds:
+        raise ValueError(f"{key} must be {what}, got {value!r}")
+    if not isinstance(value, kinds):
+        raise ValueError(f"{key} must be {what}, got {value!r}")
+
+
+def resolve_config(**params: Any) -> dict[str, Any]:
+    """Validate ``params`` and fill the rest from the profile and the method's Config.
+
+    Returns:
+        ``{"train": {...}, "eval": {...}, "runtime": {...}}``; ``train`` is what gets hashed.
+
+    Raises:
+        ValueError: unknown key or bad value (naming the allowed ones).
+    """
+    profile = params.get("profile", RUNTIME_KEYS["profile"])
+    prof = profiles.get_profile(profile)
+    method = params.get("method", TRAIN_KEYS["method"])
+    method_fields = method_config_fields(method)  # raises for an unknown method
+    allowed = set(TRAIN_KEYS) | set(EVAL_KEYS) | set(RUNTIME_KEYS) | set(method_fields)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown}; allowed: {', '.join(sorted(allowed))} "
+            f"(method {method!r} options: {', '.join(sorted(method_fields)) or 'none'})"
+        )
+
+    def pick(key: str, defaults: Mapping[str, Any]) -> Any:
+        if key in params:
+            return params[key]
+        if defaults[key] is None and key in prof:
+            return prof[key]
+        return defaults[key]
+
+    train = {k: pick(k, TRAIN_KEYS) for k in TRAIN_KEYS}
+    ev = {k: pick(k, EVAL_KEYS) for k in EVAL_KEYS}
+    runtime = {k: params.get(k, v) for k, v in RUNTIME_KEYS.items()}
+    overrides = {k: params[k] for k in method_fields if k in params}
+    # Build the method once to validate its options (its Config checks its own values).
+    train["method_config"] = dataclasses.asdict(create_method(method, **overrides).config)
+
+    ds = train["dataset"]
+    if not isinstance(ds, str) or not (ds in list_datasets() or ds.startswith("npz:")):
+        raise ValueError(f"unknown dataset {ds!r}; choose one of: {', '.join(list_datasets())}")
+    if train["arch"] not in models.list_models():
+        raise ValueError(
+            f"unknown arch {train['arch']!r}; choose one of: {', '.join(models.list_models())}"
+        )
+    for key in ("epochs", "batch_size", "seed", "data_seed"):
+        _check_type(key, train[key], (int,), "an int")
+    if train["epochs"] < 0 or train["batch_size"] < 1:
+        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {train['epochs']}, "
+                         f"{train['batch_size']}")
+    for key in ("n_train", "n_test", "width"):
+        if train[key] is not None:
+            _check_type(key, train[key], (int,), "an int or None")
+            if train[key] < 1:
+                raise ValueError(f"{key} must be >= 1 or None, got {train[key]}")
+    for key in ("lr", "momentum", "weight_decay", "warmup_epochs"):
+        _check_type(key, train[key], (int, float), "a number")
+    TrainConfig(epochs=train["epochs"], lr=train["lr"], schedule=train["schedule"])  # checks
+
+    if ev["eval_adversarial"] not in (None, *DEFAULT_EPS):
+        raise ValueError(f"eval_adversarial must be one of None, linf, l2; "
+                         f"got {ev['eval_adversarial']!r}")
+    if ev["eval_adversarial"] is not None and ev["eval_eps"] is None:
+        ev["eval_eps"] = DEFAULT_EPS[ev["eval_adversarial"]]
+    if ev["eval_eps"] is not None:
+        ev["eval_eps"] = [float(e) for e in ev["eval_eps"]]
+    if ev["eval_corruptions"] is not None:
+        from studykit.corruptions import list_corruptions
+
+        c = ev["eval_corruptions"]
+        names = list_corruptions(c) if isinstance(c, str) else list(c)
+        bad = sorted(set(names) - set(list_corruptions("all")))
+        if bad:
+            raise ValueError(f"unknown corruption(s) {bad}; choose from: "
+                             f"{', '.join(list_corruptions('all'))}")
+    if runtime["device"] == "auto":
+        runtime["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.device(runtime["device"])  # raises for a malformed device string
+    return {"train": train, "eval": ev, "runtime": runtime}
+
+
+def _build_model(train: Mapping[str, Any], num_classes: int, method: Method) -> nn.Module:
+    model = models.create_model(train["arch"], num_classes, width=train["width"])
+    return method.prepare_model(model)
+
+
+def _train_config(train: Mapping[str, Any]) -> TrainConfig:
+    return TrainConfig(
+        epochs=train["epochs"], lr=train["lr"], momentum=train["momentum"],
+        nesterov=train["nesterov"], weight_decay=train["weight_decay"],
+        schedule=train["schedule"], warmup_epochs=train["warmup_epochs"], seed=train["seed"],
+    )
+
+
+def _fit(run: Run, cfg: dict[str, Any], ds: ImageDataset, method: Method) -> FitResult:
+    train, rt = cfg["train"], cfg["runtime"]
+    device = torch.device(rt["device"])
+    loader = DeviceLoader(ds.x_train, ds.y_train, train["batch_size"], device=device,
+                          train=True, seed=train["seed"])
+    test_loader = DeviceLoader(ds.x_test, ds.y_test, 500, device=device, train=False)
+    torch.manual_seed(train["seed"])  # the initial weights are part of the run
+    model = models.create_model(train["arch"], ds.num_classes, width=train["width"])
+    return fit(model, method, loader, _train_config(train), device=device,
+               test_loader=test_loader, checkpoint_path=run.checkpoint,
+               progress=rt["progress"])
+
+
+def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module, Method,
+                                                                   pd.DataFrame, bool]:
+    """The run store's core: the lock, a hit, a resume, or a fresh fit."""
+    train, rt = cfg["train"], cfg["runtime"]
+    run = Run(train, root=rt["runs_root"])
+    method = create_method(train["method"], **train["method_config"])
+    with run.lock():
+        if run.is_done:
+            try:
+                state = load_checkpoint(run.checkpoint)
+                model = _build_model(train, ds.num_classes, method)
+                model.load_state_dict(state["model"])
+                method.load_state_dict(state["method"])
+                log.info("loaded run %s (%s/%s)", run.hash, train["method"], train["arch"])
+                return (run, model.to(rt["device"]).eval(), method,
+                        pd.DataFrame(state["history"]), False)
+            except (CheckpointError, RuntimeError) as e:
+                run.discard_checkpoint(str(e))
+        run.write_config()
+        try:
+            result = _fit(run, cfg, ds, method)
+        except CheckpointError as e:
+            run.discard_checkpoint(str(e))
+            method = create_method(train["method"], **train["method_config"])
+            result = _fit(run, cfg, ds, method)
+        result.history.to_csv(run.history_csv, index=False)
+        run.mark_done()
+        return run, result.model.eval(), method, result.history, True
+
+
+def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method,
+                 ds: ImageDataset) -> tuple[dict[str, Any], pd.DataFrame | None,
+                                            pd.DataFrame | None]:
+    """Evaluate (or load stored evaluation of) a trained model under ``cfg['eval']``."""
+    ev, rt = cfg["eval"], cfg["runtime"]
+    key = config_hash({**ev, "data_seed": cfg["train"]["data_seed"]})
+    folder = run.dir / "eval" / key
+    metrics_path = folder / "metrics.json"
+    c_path, a_path = folder / "corruption.csv", folder / "adversarial.csv"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        corr = pd.read_csv(c_path) if c_path.exists() else None
+        adv = pd.read_csv(a_path) if a_path.exists() else None
+        return metrics, corr, adv
+    folder.mkdir(parents=True, exist_ok=True)
+    net = method.eval_model(model)
+    metrics: dict[str, Any] = {"clean_acc": evaluation.clean_accuracy(net, ds)}
+    corr = adv = None
+    if ev["eval_corruptions"] is not None:
+        sub = ds.subset(n_test=ev["eval_corruption_images"], seed=cfg["train"]["data_seed"]) \
+            if ev["eval_corruption_images"] else ds
+        corr = evaluation.corruption_table(net, sub, corruptions=ev["eval_corruptions"],
+                                           root=data_root(), progress=rt["progress"])
+        corr.to_csv(c_path, index=False)
+        if set(evaluation.BENCHMARK_CORRUPTIONS) <= set(corr["corruption"]):
+            metrics["ra"] = evaluation.robust_accuracy(corr)
+            metrics["mce"] = evaluation.mean_corruption_error(corr)
+    if ev["eval_adversarial"] is not None:
+        n = ev["eval_adversarial_images"] or ds.x_test.shape[0]
+        adv = evaluation.adversarial_curve(
+            net, ds.x_test[:n], ds.y_test[:n], eps_list=ev["eval_eps"],
+            norm=ev["eval_adversarial"], steps=ev["eval_pgd_steps"], progress=rt["progress"])
+        adv.to_csv(a_path, index=False)
+        for row in adv.itertuples():
+            metrics[f"adv_{row.norm}@{row.eps:.4g}"] = row.accuracy
+    write_json_atomic(folder / "spec.json", ev)
+    write_json_atomic(metrics_path, metrics)
+    run.update_metrics({**metrics, "eval_key": key})
+    return metrics, corr, adv
+
+
+def run_experiment(**params: Any) -> ExperimentResult:
+    """Train (or load) and evaluate one configuration.
+
+    Args:
+        **params: ``profile`` (smoke | quick | paper) and any of ``dataset, n_train, n_test,
+            data_seed, arch, width, method, epochs, batch_size, lr, momentum, nesterov,
+            weight_decay, schedule, warmup_epochs, seed``, the evaluation settings
+            ``eval_corruptions, eval_corruption_images, eval_adversarial, eval_eps,
+            eval_adversarial_images, eval_pgd_steps``, ``device`` ("auto", "cpu", "cuda"),
+            ``progress``, ``runs_root``, and the chosen method's Config options.
+
+    Returns:
+        An ``ExperimentResult``.
+    """
+    cfg = resolve_config(**params)
+    train = cfg["train"]
+    ds = load_dataset(train["dataset"], data_root(), seed=train["data_seed"],
+                      n_train=train["n_train"], n_test=train["n_test"])
+    run, model, method, history, trained = train_or_load(cfg, ds)
+    metrics, corr, adv = evaluate_run(run, cfg, model, method, ds)
+    return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained)
+
+
+def results_table(results: Sequence[ExperimentResult]) -> pd.DataFrame:
+    """One row per result (method, arch, seed, clean, RA, mCE, adversarial accuracies)."""
+    return pd.DataFrame([r.summary() for r in results])
+
+
+def run_dir_of(**params: Any) -> Path:
+    """Where ``run_experiment(**params)`` stores (or would store) its run."""
+    cfg = resolve_config(**params)
+    return Run(cfg["train"], root=cfg["runtime"]["runs_root"]).dir
