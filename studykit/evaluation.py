@@ -111,7 +111,9 @@ def corruption_table(
     return pd.DataFrame(rows)
 
 
-def robust_accuracy(table: pd.DataFrame, corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS) -> float:
+def robust_accuracy(
+    table: pd.DataFrame, corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS
+) -> float:
     """RA: mean accuracy over the given corruptions (default the 15 benchmark ones) x severities.
 
     Raises:

@@ -137,7 +137,9 @@ class Run:
                         log.info("run %s is busy in another process; waiting", self.hash)
                         announced = True
                     if timeout is not None and time.monotonic() - t0 > timeout:
-                        raise TimeoutError(f"run {self.dir} stayed locked for {timeout} s") from None
+                        raise TimeoutError(
+                            f"run {self.dir} stayed locked for {timeout} s"
+                        ) from None
                     time.sleep(0.2)
             try:
                 yield

@@ -87,7 +87,8 @@ def run_study(
         RuntimeError: when any notebook failed (after all have run).
     """
     if profile not in PROFILES_ALLOWED:
-        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES_ALLOWED)}")
+        allowed = ", ".join(PROFILES_ALLOWED)
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {allowed}")
     chosen = select_notebooks(notebooks, list_notebooks(notebooks_dir))
     if not chosen:
         raise ValueError("no notebooks found in notebooks/")

@@ -242,7 +242,8 @@ def fit(
             for k, v in out.metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             if progress:
-                bar.set_postfix(loss=f"{loss_sum / n_seen:.3f}", acc=f"{100 * correct / n_seen:.1f}")
+                bar.set_postfix(loss=f"{loss_sum / n_seen:.3f}",
+                                acc=f"{100 * correct / n_seen:.1f}")
         record = {
             "epoch": epoch + 1,
             "lr": float(opt.param_groups[0]["lr"]),

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_jpeg75_20k.npz"
+SHARED_DATA = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_jpeg75_20k.npz"
+)
 
 
 def pytest_collection_modifyitems(config, items):

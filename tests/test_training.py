@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -41,7 +42,7 @@ def test_registry_lists_and_creates_standard():
     assert methods.list_methods("stand*") == ["standard"]
     m = methods.create_method("standard", label_smoothing=0.1)
     assert m.config.label_smoothing == 0.1
-    with pytest.raises(Exception):  # frozen config
+    with pytest.raises(dataclasses.FrozenInstanceError):
         m.config.label_smoothing = 0.2
 
 
