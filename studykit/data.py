@@ -1,0 +1,1107 @@
+"""Datasets, on-device loaders and corrupted test sets.
+
+Datasets (`load_dataset` names, see `list_datasets`):
+
+- ``synthetic``: the embedded default. 32x32 RGB images of ten shapes (the class) rendered with
+  random colour, texture, scale, rotation, shear, shading, a textured background, clutter and
+  sensor noise; generated from a seed in seconds (`make_synthetic`) and cached on disk.
+- ``cifar10`` / ``cifar100``: through torchvision (``<root>/cifar-10-batches-py`` etc.).
+- ``npz:<path>``: any ``.npz`` with uint8 NHWC ``x_train``/``x_test`` and integer labels
+  (`load_npz`).
+
+Images are stored as uint8 NCHW tensors on the CPU. `DeviceLoader` moves them to the device once
+and does shuffling, random crop and flip there in batches. `load_corrupted` returns a CIFAR-C style
+test set: the released Hendrycks ``.npy`` files when present, otherwise generated with
+`studykit.corruptions.corrupt` and cached per dataset, corruption, severity and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+#: Bump whenever `make_synthetic` changes its output, so stale disk caches are not reused.
+GENERATOR_VERSION = 1
+
+SYNTHETIC_CLASSES = (
+    "ring",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "crescent",
+    "heart",
+    "arrow",
+    "hexagon",
+    "dumbbell",
+)
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+_CIFAR = {
+    "cifar10": {
+        "title": "CIFAR-10",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "folder": "cifar-10-batches-py",
+        "check": "data_batch_1",
+        "corrupted": "CIFAR-10-C",
+    },
+    "cifar100": {
+        "title": "CIFAR-100",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "folder": "cifar-100-python",
+        "check": "train",
+        "corrupted": "CIFAR-100-C",
+    },
+}
+
+_RELEASED_PER_SEVERITY = 10_000
+
+
+def _derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any printable parts (unlike `hash`, the same in every process)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _generator(*parts: object) -> torch.Generator:
+    return torch.Generator().manual_seed(_derive_seed(*parts))
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    """`torch.save` to a temporary file next to `path`, then rename, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset container
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """A labelled image classification dataset held as uint8 tensors on the CPU.
+
+    Attributes:
+        name: Dataset name (``"synthetic"``, ``"cifar10"``, ``"npz:<stem>"``...).
+        x_train: Training images, uint8.
+        y_train: Training labels, int64 in ``[0, num_classes)``.
+        x_test: Test images, uint8.
+        y_test: Test labels, int64.
+        classes: Class names in label order.
+        test_indices: Where each test image sits in the full, official test set (``None`` when
+            the test set is the full one). `subset` fills it in; `load_corrupted` uses it to pick
+            the matching rows of released CIFAR-C files.
+
+    Shape:
+        - x_train: :math:`(N, 3, H, W)`, y_train: :math:`(N,)`
+        - x_test: :math:`(M, 3, H, W)`, y_test: :math:`(M,)`
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    test_indices: torch.Tensor | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+                raise ValueError(
+                    f"x_{split} must be uint8 (N, 3, H, W); got {x.dtype} {tuple(x.shape)}"
+                )
+            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+                raise ValueError(
+                    f"y_{split} must be int64 ({x.shape[0]},); got {y.dtype} {tuple(y.shape)}"
+                )
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(
+                f"train and test images differ in shape: {tuple(self.x_train.shape[1:])} vs "
+                f"{tuple(self.x_test.shape[1:])}"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageDataset(name={self.name!r}, train={self.x_train.shape[0]}, "
+            f"test={self.x_test.shape[0]}, image_size={self.image_size}, "
+            f"num_classes={self.num_classes})"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the length of `classes`)."""
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        """Image height in pixels (images are square in every dataset here)."""
+        return int(self.x_train.shape[-2])
+
+    def subset(
+        self, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+    ) -> ImageDataset:
+        """A deterministic random subset with classes as balanced as the data allows.
+
+        Classes are taken round-robin in a seeded random order, so every class gets
+        ``n // num_classes`` or one more image while it has enough of them. The kept images stay
+        in their original order.
+
+        Args:
+            n_train: Training images to keep; ``None`` keeps all.
+            n_test: Test images to keep; ``None`` keeps all.
+            seed: Seed of the selection.
+
+        Returns:
+            A new `ImageDataset` with the same name and classes.
+        """
+        idx_train = _balanced_indices(self.y_train, n_train, _generator(seed, "subset", "train"))
+        idx_test = _balanced_indices(self.y_test, n_test, _generator(seed, "subset", "test"))
+        test_indices = self.test_indices
+        if idx_test is not None:
+            test_indices = idx_test if test_indices is None else test_indices[idx_test]
+        return ImageDataset(
+            name=self.name,
+            x_train=self.x_train if idx_train is None else self.x_train[idx_train],
+            y_train=self.y_train if idx_train is None else self.y_train[idx_train],
+            x_test=self.x_test if idx_test is None else self.x_test[idx_test],
+            y_test=self.y_test if idx_test is None else self.y_test[idx_test],
+            classes=self.classes,
+            test_indices=test_indices,
+        )
+
+
+def _balanced_indices(
+    y: torch.Tensor, n: int | None, generator: torch.Generator
+) -> torch.Tensor | None:
+    """Sorted indices of `n` samples taken round-robin over classes in a random order."""
+    total = y.shape[0]
+    if n is None or n == total:
+        return None
+    if not 0 < n <= total:
+        raise ValueError(f"subset size must be in [1, {total}]; got {n}")
+    perm = torch.randperm(total, generator=generator)
+    labels = y[perm]
+    # Rank of each sample among its class in the permuted order (0 for the first one seen).
+    order = torch.sort(labels, stable=True).indices
+    sorted_labels = labels[order]
+    counts = torch.bincount(sorted_labels)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(total) - starts[sorted_labels]
+    key = rank * (int(counts.numel()) + 1) + labels
+    chosen = perm[torch.argsort(key)[:n]]
+    return torch.sort(chosen).values
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic shapes
+
+_CHUNK = 250  # images per generation chunk: small enough to stay in cache; fixed, so the output
+# never depends on it
+
+
+@contextmanager
+def _one_intra_op_thread() -> Iterator[int]:
+    """Run torch ops on one intra-op thread; yields the caller's thread count, then restores it.
+
+    The generator does a few hundred small elementwise ops per chunk. Splitting each op over
+    threads costs more in synchronisation than it saves (10-30x slower with 2 threads on 2 busy
+    cores); rendering whole chunks in parallel Python threads (torch releases the GIL) scales.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+@lru_cache(maxsize=16)
+def _upsample_matrix(cells: int, size: int) -> torch.Tensor:
+    """(size, cells) matrix of 1-D bicubic interpolation from `cells` samples to `size` pixels."""
+    eye = torch.eye(cells).view(cells, 1, 1, cells)
+    up = F.interpolate(eye, size=(1, size), mode="bicubic", align_corners=False)
+    return up.view(cells, size).t().contiguous()
+
+
+def _upsample(z: torch.Tensor, size: int) -> torch.Tensor:
+    """Separable bicubic upsampling of (..., k, k) to (..., size, size) as two small matmuls."""
+    u = _upsample_matrix(z.shape[-1], size)
+    return u @ z @ u.t()
+
+
+def _sd_ngon(x: torch.Tensor, y: torch.Tensor, n: int, radius: float) -> torch.Tensor:
+    """Regular n-gon with circumradius `radius` and a vertex on the +y axis.
+
+    The angle is folded into one edge's sector, where the distance to the edge line is exact
+    inside and at the edges (corners come out mitered, which anti-aliasing cannot see).
+    """
+    sector = 2 * math.pi / n
+    theta = torch.atan2(x, y)  # 0 on the +y axis, where a vertex sits
+    phi = (torch.remainder(theta, sector) - sector / 2).abs_()  # angle from the edge normal
+    return torch.hypot(x, y).mul_(torch.cos(phi)).sub_(radius * math.cos(math.pi / n))
+
+
+def _sd_star(x: torch.Tensor, y: torch.Tensor, n: int, r_out: float, r_in: float) -> torch.Tensor:
+    """n-pointed star, a tip on the +y axis, tips at `r_out` and notches at `r_in`."""
+    sector = 2 * math.pi / n
+    theta = torch.atan2(x, y)
+    psi = (torch.remainder(theta + sector / 2, sector) - sector / 2).abs_()  # 0 at a tip
+    r = torch.hypot(x, y)
+    # Edge from the tip (r_out, 0) to the notch (r_in cos(pi/n), r_in sin(pi/n)); outward normal.
+    ex, ey = r_in * math.cos(math.pi / n) - r_out, r_in * math.sin(math.pi / n)
+    norm = math.hypot(ex, ey)
+    nx, ny = ey / norm, -ex / norm
+    return (r * torch.cos(psi) - r_out).mul_(nx).add_(r * torch.sin(psi), alpha=ny)
+
+
+def _sd_heart(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Inigo Quilez's sdHeart (tip at the origin, about 1.1 tall), rescaled to the unit disc.
+    s = 0.62
+    px, py = x.abs() * s, y * s + 0.5
+    lobe = torch.hypot(px - 0.25, py - 0.75) - math.sqrt(2) / 4
+    t = (px + py).clamp(min=0) * 0.5
+    body = torch.sqrt(torch.minimum(px**2 + (py - 1) ** 2, (px - t) ** 2 + (py - t) ** 2))
+    body = body * torch.sign(px - py)
+    return torch.where(py + px > 1, lobe, body) / s
+
+
+def _shape_sdf(label: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Signed distance (negative inside) to class `label`'s shape, which fits the unit disc."""
+    name = SYNTHETIC_CLASSES[label]
+    ax, ay = x.abs(), y.abs()
+    if name == "ring":
+        return (torch.hypot(x, y) - 0.68).abs_() - 0.2
+    if name == "square":
+        return torch.maximum(ax, ay) - 0.66
+    if name == "triangle":
+        return _sd_ngon(x, y, 3, 0.98)
+    if name == "star":
+        return _sd_star(x, y, 5, 0.98, 0.42)
+    if name == "cross":
+        return torch.minimum(torch.maximum(ax - 0.9, ay - 0.24), torch.maximum(ax - 0.24, ay - 0.9))
+    if name == "crescent":
+        return torch.maximum(torch.hypot(x + 0.15, y) - 0.82, 0.68 - torch.hypot(x - 0.3, y))
+    if name == "heart":
+        return _sd_heart(x, y)
+    if name == "arrow":
+        shaft = torch.maximum((x + 0.3).abs_() - 0.55, ay - 0.13)
+        # Head: the triangle (0.1, +-0.55), (0.95, 0) as the intersection of half-planes.
+        slant = ((x - 0.95) * 0.55 + ay * 0.85) / math.hypot(0.55, 0.85)
+        return torch.minimum(shaft, torch.maximum(0.1 - x, slant))
+    if name == "hexagon":
+        return _sd_ngon(x, y, 6, 0.92)
+    if name == "dumbbell":
+        bells = torch.hypot(ax - 0.58, y) - 0.34
+        return torch.minimum(bells, torch.maximum(ax - 0.58, ay - 0.09))
+    raise AssertionError(name)
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(...) hue, saturation, value in [0, 1] -> (..., 3) RGB in [0, 1]."""
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(n + h * 6, 6)
+        out.append(v - v * s * torch.minimum(k, 4 - k).clamp(0, 1))
+    return torch.stack(out, -1)
+
+
+class _Draws:
+    """Per-image random numbers for one chunk, drawn in a fixed order from one generator."""
+
+    def __init__(self, b: int, g: torch.Generator) -> None:
+        self.b, self.g = b, g
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, *shape: int) -> torch.Tensor:
+        """(b, *shape) uniform in [low, high)."""
+        return torch.rand(self.b, *shape, generator=self.g) * (high - low) + low
+
+    def coin(self, p: float, *shape: int) -> torch.Tensor:
+        """(b, *shape) float 1.0 with probability p, else 0.0."""
+        return (torch.rand(self.b, *shape, generator=self.g) < p).float()
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        return torch.randn(self.b, *shape, generator=self.g)
+
+    def colour(self, s_max: float = 1.0, v_low: float = 0.1, v_high: float = 1.0) -> torch.Tensor:
+        """(b, 3) random RGB colours: hue uniform, saturation and value spread out."""
+        h, s, v = self.uniform(), self.uniform(0, s_max), self.uniform(v_low, v_high)
+        return _hsv_to_rgb(h, s, v)
+
+
+def _affine_field(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor
+) -> torch.Tensor:
+    """a * x + b * y + c over the pixel grid, per image: (b,) coefficients -> (b, S, S).
+
+    Built from a row and a column vector, so it costs one full-size addition.
+    """
+    return (a.view(-1, 1, 1) * gx + c.view(-1, 1, 1)) + b.view(-1, 1, 1) * gy
+
+
+def _sharpen(wave: torch.Tensor, hardness: torch.Tensor) -> torch.Tensor:
+    """Turn a sine wave into anything from itself (hardness 1) to a near-square wave."""
+    return wave.mul_(hardness.view(-1, 1, 1)).clamp_(-1, 1)
+
+
+def _render_chunk(labels: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    """Render one chunk of images of the given classes.
+
+    Every layer is reduced to single-channel weight maps (b, S, S) and a colour per image; one
+    batched matmul turns weights and colours into RGB. Fields that are affine in the pixel
+    coordinates (object coordinates, gradients, stripes) cost one full-size op each.
+
+    Returns:
+        float (B, 3, size, size) in [0, 1].
+    """
+    b = labels.shape[0]
+    s = size
+    half = s / 2
+    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / half - 1  # pixel centres in [-1, 1]
+    gx, gy = coords.view(1, 1, s), coords.view(1, s, 1)
+    r = _Draws(b, g)
+    two_pi = 2 * math.pi
+
+    # --- background: a low-frequency colour field (base colour, luminance and chroma noise at
+    # three scales, a gradient) made at 12x12 and upsampled, plus stripes or a checker on some.
+    cells = 12
+    base = r.colour(s_max=0.7, v_low=0.25, v_high=0.95).view(b, 3, 1, 1)
+    lum = (
+        _upsample(r.normal(1, 3, 3), cells) * 0.6
+        + _upsample(r.normal(1, 6, 6), cells) * 0.3
+        + r.normal(1, cells, cells) * 0.15
+    )
+    lum = lum * r.uniform(0.05, 0.3, 1, 1, 1)
+    chroma = _upsample(r.normal(3, 4, 4), cells) * r.uniform(0.0, 0.12, 1, 1, 1)
+    cc = (torch.arange(cells, dtype=torch.float32) + 0.5) / (cells / 2) - 1
+    grad_angle = r.uniform(0, two_pi)
+    ramp = _affine_field(
+        torch.cos(grad_angle),
+        torch.sin(grad_angle),
+        torch.zeros(b),
+        cc.view(1, 1, -1),
+        cc.view(1, -1, 1),
+    )
+    tint = r.uniform(-0.1, 0.3, 3).view(b, 3, 1, 1) * r.uniform(0, 1, 1, 1, 1)
+    bg_low = _upsample(base + lum + chroma + ramp.unsqueeze(1) * tint, s)
+
+    def wave(freq_low: float, freq_high: float, affine_xy: tuple | None = None) -> torch.Tensor:
+        """A sine wave with random frequency (cycles per unit), orientation and phase."""
+        angle, freq, phase = r.uniform(0, math.pi), r.uniform(freq_low, freq_high), r.uniform()
+        k = two_pi * freq
+        u, v = k * torch.cos(angle), k * torch.sin(angle)
+        if affine_xy is None:
+            field = _affine_field(u, v, phase * two_pi, gx, gy)
+        else:  # a wave in object coordinates q = M p + t, written in pixel coordinates
+            (m00, m01, t0), (m10, m11, t1) = affine_xy
+            field = _affine_field(
+                u * m00 + v * m10, u * m01 + v * m11, u * t0 + v * t1 + phase * two_pi, gx, gy
+            )
+        return torch.sin_(field)
+
+    bg_wave = _sharpen(wave(1.0, 5.0), r.uniform(1, 4))
+    bg_wave2 = _sharpen(wave(1.0, 5.0), r.uniform(1, 4))
+    checker = r.coin(0.5).view(b, 1, 1)
+    pattern = bg_wave * (1 + checker * (bg_wave2 - 1))
+    pattern_colour = r.colour() - 0.5
+    pattern_weight = pattern.mul_((r.coin(0.4) * r.uniform(0.1, 0.5)).view(b, 1, 1))
+
+    # --- object geometry: canonical coordinates q = M p + t with M = Shear^-1 D^-1 R^T.
+    scale = r.uniform(0.45, 0.9)
+    jitter = (1.0 - 0.9 * scale) * 0.5
+    cx, cy = r.uniform(-1, 1) * jitter, r.uniform(-1, 1) * jitter
+    angle = r.uniform(0, two_pi)
+    log_aspect = r.uniform(-0.25, 0.25)
+    shear = r.uniform(-0.25, 0.25)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    inv_sx, inv_sy = 1 / (scale * torch.exp(log_aspect)), 1 / (scale * torch.exp(-log_aspect))
+    # D^-1 R^T rows: (cos, sin) / sx and (-sin, cos) / sy; then qx -= shear * qy.
+    m10, m11 = -sin * inv_sy, cos * inv_sy
+    m00, m01 = cos * inv_sx - shear * m10, sin * inv_sx - shear * m11
+    t0, t1 = -(m00 * cx + m01 * cy), -(m10 * cx + m11 * cy)
+    qx = _affine_field(m00, m01, t0, gx, gy)
+    qy = _affine_field(m10, m11, t1, gx, gy)
+    sdf = torch.empty(b, s, s)
+    for k in range(len(SYNTHETIC_CLASSES)):
+        sel = (labels == k).nonzero().squeeze(1)
+        if sel.numel():
+            sdf[sel] = _shape_sdf(k, qx[sel], qy[sel])
+    sdf_px = sdf.mul_((scale * half).view(b, 1, 1))  # about pixels (ignores aspect and shear)
+    alpha = (0.5 - sdf_px).clamp_(0, 1)  # a 1-pixel linear edge: anti-aliasing
+
+    # --- object appearance: two colours mixed by a texture attached to the object (stripes,
+    # checker or noise; none on some), a lighting gradient, and a dark or light rim on some.
+    col_a = r.colour()
+    col_b = col_a + (r.colour() - col_a) * r.uniform(0.3, 1.0, 1)
+    obj_xy = ((m00, m01, t0), (m10, m11, t1))
+    tex1 = _sharpen(wave(0.8, 3.0, obj_xy), r.uniform(1, 4))
+    tex2 = _sharpen(wave(0.8, 3.0, obj_xy), r.uniform(1, 4))
+    kind = r.uniform()
+    tex_noise = _upsample(r.normal(8, 8), s)
+    checker = (kind < 0.3).float().view(b, 1, 1)
+    texture = tex1 * (1 + checker * (tex2 - 1))
+    texture = torch.where((kind > 0.6).view(b, 1, 1), tex_noise, texture)
+    texture = texture.mul_((kind < 0.85).float().view(b, 1, 1))  # some objects are plain
+    light = r.uniform(0, two_pi)
+    amp = r.uniform(0, 0.35)
+    lu, lv = torch.cos(light) * amp, torch.sin(light) * amp
+    shade = _affine_field(lu * m00 + lv * m10, lu * m01 + lv * m11, 1 + lu * t0 + lv * t1, gx, gy)
+    rim = (1 - (sdf_px + 0.8).abs_() / 0.9).clamp_(0, 1)
+    rim = rim.mul_((r.coin(0.3) * 0.8).view(b, 1, 1))
+    rim_colour = r.coin(0.5, 1).expand(b, 3) * 0.9 + 0.05
+
+    # --- clutter: blobs (axis-aligned ellipses) and line segments; the first three behind the
+    # object, the last two in front of it (occluding), each present with some probability.
+    def blob(p: float) -> torch.Tensor:
+        cx_, cy_ = r.uniform(-1, 1), r.uniform(-1, 1)
+        rad = r.uniform(0.06, 0.25)
+        ex, ey = torch.exp(r.uniform(-0.4, 0.4)), 1.0
+        dx = ((gx - cx_.view(b, 1, 1)) * ex.view(b, 1, 1)) ** 2
+        dy = (gy - cy_.view(b, 1, 1)) ** 2 * ey
+        d = torch.sqrt_(dx + dy).sub_(rad.view(b, 1, 1)).mul_(half)
+        return (0.5 - d).clamp_(0, 1).mul_(r.coin(p).view(b, 1, 1))
+
+    def segment(p: float) -> torch.Tensor:
+        cx_, cy_ = r.uniform(-1, 1).view(b, 1, 1), r.uniform(-1, 1).view(b, 1, 1)
+        angle_, length = r.uniform(0, math.pi), r.uniform(0.08, 0.3)
+        ex, ey = (
+            (torch.cos(angle_) * length).view(b, 1, 1),
+            (torch.sin(angle_) * length).view(b, 1, 1),
+        )
+        width = r.uniform(0.03, 0.09).view(b, 1, 1)
+        px, py = gx - cx_, gy - cy_
+        h = ((px * ex) / (ex * ex + ey * ey) + (py * ey) / (ex * ex + ey * ey)).clamp_(-1, 1)
+        d = torch.hypot(px - ex * h, py - ey * h).sub_(width).mul_(half)
+        return (0.5 - d).clamp_(0, 1).mul_(r.coin(p).view(b, 1, 1))
+
+    behind = [blob(0.6), blob(0.4), segment(0.5)]
+    front = [blob(0.3), segment(0.35)]
+    clutter_colours = [r.colour() for _ in range(len(behind) + len(front))]
+
+    # --- composite top-down: each layer takes its alpha times what is still visible.
+    layers = [(a, c) for a, c in zip(front, clutter_colours[len(behind) :], strict=True)]
+    weights, colours = [], []
+    visible = None
+    for a, c in layers + [(rim.mul_(alpha), rim_colour)]:
+        w = a if visible is None else a * visible
+        visible = 1 - a if visible is None else visible - w
+        weights.append(w)
+        colours.append(c)
+    w_obj = alpha * visible
+    visible = visible - w_obj
+    w_obj = w_obj.mul_(shade)
+    mix = texture.mul_(0.5).add_(0.5)  # weight of colour b
+    w_b = w_obj * mix
+    weights += [w_obj - w_b, w_b]
+    colours += [col_a, col_b]
+    for a, c in zip(behind, clutter_colours[: len(behind)], strict=True):
+        w = a * visible
+        visible = visible - w
+        weights.append(w)
+        colours.append(c)
+    weights.append(pattern_weight.mul_(visible))
+    colours.append(pattern_colour)
+    w_all = torch.stack(weights, 1).view(b, len(weights), s * s)
+    c_all = torch.stack(colours, 2)  # (b, 3, layers)
+    img = torch.bmm(c_all, w_all).view(b, 3, s, s)
+    img = img.add_(bg_low * visible.unsqueeze(1))
+
+    # --- sensor noise: uniform with std up to 0.03 (uniform is far cheaper to draw than normal).
+    std = r.uniform(0, 0.03 * math.sqrt(12)).view(b, 1, 1, 1)
+    img = img.add_(torch.rand(b, 3, s, s, generator=g).sub_(0.5).mul_(std))
+    return img.clamp_(0, 1)
+
+
+def _make_split(n: int, size: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    y = torch.empty(n, dtype=torch.int64)
+    num_classes = len(SYNTHETIC_CLASSES)
+
+    def render(start: int) -> None:
+        stop = min(start + _CHUNK, n)
+        # Each chunk has its own stream, so a smaller n gives a prefix of a larger one and the
+        # result does not depend on how chunks are spread over threads.
+        g = _generator("synthetic", GENERATOR_VERSION, seed, split, size, start)
+        labels = torch.arange(_CHUNK) % num_classes
+        labels = labels[torch.randperm(_CHUNK, generator=g)]
+        # A partial last chunk is rendered whole and cut, so its draws match a full one's.
+        img = _render_chunk(labels, size, g)[: stop - start]
+        x[start:stop] = img.mul_(255).round_().to(torch.uint8)
+        y[start:stop] = labels[: stop - start]
+
+    starts = range(0, n, _CHUNK)
+    with _one_intra_op_thread() as threads:
+        workers = max(1, min(threads, len(starts), 8))
+        if workers == 1:
+            for start in starts:
+                render(start)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(render, starts))
+    return x, y
+
+
+def make_synthetic(
+    n_train: int = 50_000, n_test: int = 10_000, *, seed: int = 0, size: int = 32
+) -> ImageDataset:
+    """Generate the `synthetic` dataset: ten shapes under natural-image-like nuisances.
+
+    The class is the shape of the main object (`SYNTHETIC_CLASSES`): ring, square, triangle,
+    star, cross, crescent, heart, arrow, hexagon, dumbbell, rendered from signed distance
+    functions with anti-aliased edges. Everything else is drawn per image and independent of the
+    class: object colour and texture (stripes, checker or noise attached to the object), scale
+    (0.45-0.9 of the frame), full rotation, position, aspect and shear, a lighting gradient,
+    an optional rim, a background of low-frequency colour noise, a gradient and sometimes
+    stripes or a checker, up to five small blobs or line segments (about a third occluding the
+    object), and mild sensor noise. So colour and brightness carry no class information,
+    while edges, thin parts and corners do, which is what makes noise and blur hurt.
+
+    The function is pure: the same arguments give bit-identical tensors on the same machine
+    (whatever the thread count). It renders chunks in parallel on up to
+    ``torch.get_num_threads()`` Python threads (at most 8), with torch's intra-op threads set to
+    one meanwhile (restored afterwards). Each chunk of 250 images has its own stream, so a
+    smaller `n_train` or `n_test` gives a prefix of a larger one, and the test set does not
+    depend on `n_train`. Every chunk is exactly class balanced. About 15,000 images/s on 2 CPU
+    cores (60,000 in about 4 s).
+
+    Args:
+        n_train: Number of training images.
+        n_test: Number of test images.
+        seed: Seed of everything random.
+        size: Image height and width in pixels.
+
+    Returns:
+        An `ImageDataset` named ``"synthetic"``.
+
+    Shape:
+        - x_train: :math:`(n_{train}, 3, size, size)` uint8; x_test likewise.
+    """
+    if n_train < 0 or n_test < 0:
+        raise ValueError(f"n_train and n_test must be >= 0; got {n_train}, {n_test}")
+    start = time.perf_counter()
+    x_train, y_train = _make_split(n_train, size, seed, "train")
+    x_test, y_test = _make_split(n_test, size, seed, "test")
+    seconds = time.perf_counter() - start
+    total = n_train + n_test
+    logger.info(
+        "generated %d synthetic images in %.2f s (%.0f images/s)",
+        total,
+        seconds,
+        total / max(seconds, 1e-9),
+    )
+    return ImageDataset("synthetic", x_train, y_train, x_test, y_test, SYNTHETIC_CLASSES)
+
+
+def _load_synthetic(root: Path | None, seed: int, n_train: int, n_test: int) -> ImageDataset:
+    if root is None:
+        return make_synthetic(n_train, n_test, seed=seed)
+    path = root / "synthetic" / f"synthetic-s{seed}-n{n_train}-{n_test}-v{GENERATOR_VERSION}.pt"
+    if path.exists():
+        try:
+            state = torch.load(path, weights_only=True)
+            return ImageDataset(
+                "synthetic",
+                state["x_train"],
+                state["y_train"],
+                state["x_test"],
+                state["y_test"],
+                SYNTHETIC_CLASSES,
+            )
+        except Exception as err:  # a damaged cache is regenerated, not fatal
+            logger.warning("ignoring unreadable cache %s: %s", path, err)
+    data = make_synthetic(n_train, n_test, seed=seed)
+    state = {k: getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+    _atomic_save(state, path)
+    logger.info("cached synthetic dataset at %s", path)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR and npz
+
+
+def _cifar_missing_message(name: str, root: Path) -> str:
+    info = _CIFAR[name]
+    archive = info["url"].rsplit("/", 1)[-1]
+    return (
+        f"{info['title']} not found under {root / info['folder']}. Download {info['url']} "
+        f"(md5 {info['md5']}) and extract it into {root} "
+        f"(`tar -xzf {archive} -C {root}`), so that {root / info['folder'] / info['check']} "
+        f"exists; or put {archive} itself in {root} and call "
+        f"load_dataset({name!r}, {str(root)!r}, download=True), which checks the md5 and "
+        f"extracts it without a network."
+    )
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> ImageDataset:
+    info = _CIFAR[name]
+    if not download and not (root / info["folder"] / info["check"]).exists():
+        raise FileNotFoundError(_cifar_missing_message(name, root))
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except (RuntimeError, OSError) as err:  # missing/corrupt files, or a download that failed
+        raise FileNotFoundError(_cifar_missing_message(name, root)) from err
+    classes = CIFAR10_CLASSES if name == "cifar10" else tuple(train.classes)
+    return ImageDataset(
+        name,
+        torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous(),
+        torch.as_tensor(train.targets, dtype=torch.int64),
+        torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous(),
+        torch.as_tensor(test.targets, dtype=torch.int64),
+        classes,
+    )
+
+
+def load_npz(path: str | os.PathLike) -> ImageDataset:
+    """Load a dataset from an ``.npz`` file.
+
+    The file holds ``x_train`` and ``x_test`` (uint8, NHWC with 3 channels, RGB), ``y_train`` and
+    ``y_test`` (integer labels from 0), and optionally ``classes`` (class names in label order;
+    otherwise the names are ``"0"``, ``"1"``, ...).
+
+    Args:
+        path: The ``.npz`` file.
+
+    Returns:
+        An `ImageDataset` named ``"npz:<file stem>"``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: An array is missing or has the wrong dtype or shape.
+
+    Shape:
+        - x_train in the file: :math:`(N, H, W, 3)`; in the dataset :math:`(N, 3, H, W)`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"npz dataset not found: {path}")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks arrays {missing}; it must hold x_train, y_train, x_test, y_test "
+                f"(and optionally classes); found {sorted(data.files)}"
+            )
+        arrays = {k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        names = data["classes"] if "classes" in data.files else None
+    tensors = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(
+                f"{path}: x_{split} must be uint8 NHWC with 3 channels (N, H, W, 3); "
+                f"got {x.dtype} {x.shape}"
+            )
+        if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],):
+            raise ValueError(
+                f"{path}: y_{split} must be integer labels of shape ({x.shape[0]},); "
+                f"got {y.dtype} {y.shape}"
+            )
+        if y.size and y.min() < 0:
+            raise ValueError(f"{path}: y_{split} has negative label {int(y.min())}")
+        tensors[f"x_{split}"] = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        tensors[f"y_{split}"] = torch.from_numpy(y.astype(np.int64))
+    max_label = max(int(arrays["y_train"].max(initial=-1)), int(arrays["y_test"].max(initial=-1)))
+    if names is not None:
+        classes = tuple(str(c) for c in names.tolist())
+        if len(classes) <= max_label:
+            raise ValueError(
+                f"{path}: classes has {len(classes)} names but labels go up to {max_label}"
+            )
+    else:
+        classes = tuple(str(i) for i in range(max_label + 1))
+    return ImageDataset(f"npz:{path.stem}", classes=classes, **tensors)
+
+
+def list_datasets() -> list[str]:
+    """Names `load_dataset` accepts (``npz:<path>`` stands for any ``.npz`` file)."""
+    return ["synthetic", "cifar10", "cifar100", "npz:<path>"]
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = "data",
+    *,
+    seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    download: bool = False,
+) -> ImageDataset:
+    """Load a dataset by name.
+
+    Args:
+        name: ``"synthetic"``, ``"cifar10"``, ``"cifar100"`` or ``"npz:<path>"``.
+        root: Data folder: CIFAR lives in ``<root>/cifar-10-batches-py`` etc., and the synthetic
+            set is cached in ``<root>/synthetic/``. ``None`` disables the synthetic cache.
+        seed: For ``synthetic`` the generation seed; for the others, the seed of the subset.
+        n_train: Training images (default: all; 50,000 for ``synthetic``).
+        n_test: Test images (default: all; 10,000 for ``synthetic``).
+        download: Let torchvision download CIFAR when it is missing.
+
+    Returns:
+        The `ImageDataset`. A synthetic set is generated at exactly the requested size; the
+        others are class-balanced random subsets (`ImageDataset.subset`) when sizes are given.
+
+    Raises:
+        ValueError: Unknown name.
+        FileNotFoundError: CIFAR or npz files missing; the message says what to fetch and where.
+    """
+    root_path = None if root is None else Path(root)
+    if name == "synthetic":
+        return _load_synthetic(
+            root_path,
+            seed,
+            50_000 if n_train is None else n_train,
+            10_000 if n_test is None else n_test,
+        )
+    if name in _CIFAR:
+        data = _load_cifar(name, Path("data") if root_path is None else root_path, download)
+    elif name.startswith("npz:") and len(name) > 4:
+        data = load_npz(name[4:])
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    if n_train is not None or n_test is not None:
+        data = data.subset(n_train, n_test, seed=seed)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Corrupted test sets
+
+
+@dataclass(frozen=True, eq=False)
+class CorruptedSet:
+    """One corruption at one severity applied to a dataset's test set.
+
+    Attributes:
+        name: Corruption name (``"gaussian_noise"``...).
+        severity: 1 to 5.
+        x: Corrupted images, uint8.
+        y: Labels, int64.
+        source: ``"released"`` (read from the Hendrycks ``.npy`` files) or ``"generated"``.
+
+    Shape:
+        - x: :math:`(M, 3, H, W)`, y: :math:`(M,)`
+    """
+
+    name: str
+    severity: int
+    x: torch.Tensor
+    y: torch.Tensor
+    source: str
+
+    def __repr__(self) -> str:
+        return (
+            f"CorruptedSet(name={self.name!r}, severity={self.severity}, n={self.x.shape[0]}, "
+            f"source={self.source!r})"
+        )
+
+
+def dataset_fingerprint(dataset: ImageDataset) -> str:
+    """Short hash of the dataset name and its test images: the corrupted-set cache key."""
+    h = hashlib.sha256(dataset.name.encode())
+    h.update(str(tuple(dataset.x_test.shape)).encode())
+    h.update(dataset.x_test.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _released(dataset: ImageDataset, name: str, severity: int, root: Path) -> CorruptedSet | None:
+    if dataset.name not in _CIFAR:
+        return None
+    folder = root / _CIFAR[dataset.name]["corrupted"]
+    x_path, y_path = folder / f"{name}.npy", folder / "labels.npy"
+    if not (x_path.exists() and y_path.exists()):
+        return None
+    x_all = np.load(x_path, mmap_mode="r")
+    y_all = np.load(y_path, mmap_mode="r")
+    if dataset.test_indices is not None:
+        idx = dataset.test_indices.numpy()
+    elif dataset.x_test.shape[0] == _RELEASED_PER_SEVERITY:
+        idx = np.arange(_RELEASED_PER_SEVERITY)
+    else:
+        logger.warning(
+            "%s has %d test images, not the %d of %s; generating %s instead",
+            dataset.name,
+            dataset.x_test.shape[0],
+            _RELEASED_PER_SEVERITY,
+            x_path,
+            name,
+        )
+        return None
+    rows = (severity - 1) * _RELEASED_PER_SEVERITY + idx
+    if x_all.ndim != 4 or x_all.shape[0] < severity * _RELEASED_PER_SEVERITY:
+        raise ValueError(
+            f"{x_path} has shape {x_all.shape}; expected ({5 * _RELEASED_PER_SEVERITY}, H, W, 3)"
+        )
+    y = torch.from_numpy(np.asarray(y_all[rows]).astype(np.int64))
+    if not torch.equal(y, dataset.y_test):
+        raise ValueError(
+            f"labels in {y_path} do not match {dataset.name}'s test labels; is {folder} the "
+            f"corrupted version of this dataset?"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(x_all[rows])).permute(0, 3, 1, 2).contiguous()
+    return CorruptedSet(name, severity, x, y, "released")
+
+
+def load_corrupted(
+    dataset: ImageDataset,
+    name: str,
+    severity: int,
+    *,
+    root: str | os.PathLike = "data",
+    seed: int = 0,
+    cache: bool = True,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+) -> CorruptedSet:
+    """A dataset's test set under one corruption at one severity, CIFAR-C style.
+
+    For ``cifar10``/``cifar100``, when ``<root>/CIFAR-10-C/<name>.npy`` (or ``CIFAR-100-C``) and
+    ``labels.npy`` exist, the matching rows of the released file are read (memory-mapped; rows
+    ``[(severity - 1) * 10000, severity * 10000)``, or the subset's rows of them). Otherwise the
+    test images are corrupted with `studykit.corruptions.corrupt` in batches on `device`, from a
+    generator seeded by (seed, name, severity), and converted back to uint8 by truncation as the
+    released files were (``floor(x * 255)``, with a tolerance of 1/1000 of a level for float
+    round-off). Generated sets are cached in
+    ``<root>/cache/corrupted/<dataset_fingerprint>/<name>-<severity>-seed<seed>.pt``. The
+    random draws come from one CPU generator, so CPU and CUDA agree up to float round-off; they
+    do depend on `batch_size`, and whichever call fills the cache fixes the images for later
+    ones.
+
+    Args:
+        dataset: The dataset whose test set is corrupted.
+        name: Corruption name, one of ``studykit.corruptions.list_corruptions("all")``.
+        severity: 1 to 5.
+        root: Data folder holding ``CIFAR-10-C/`` etc. and ``cache/``.
+        seed: Seed of the corruption randomness.
+        cache: Read and write the generated-set cache.
+        device: Where to run the corruption (default CPU).
+        batch_size: Images per corruption call.
+
+    Returns:
+        The `CorruptedSet` (images on the CPU).
+
+    Raises:
+        ValueError: Unknown corruption or severity out of range.
+
+    Shape:
+        - x: :math:`(M, 3, H, W)` uint8, as ``dataset.x_test``.
+    """
+    if severity not in range(1, 6):
+        raise ValueError(f"severity must be one of 1, 2, 3, 4, 5; got {severity!r}")
+    root = Path(root)
+    released = _released(dataset, name, severity, root)
+    if released is not None:
+        return released
+
+    corruptions = importlib.import_module("studykit.corruptions")
+    allowed = corruptions.list_corruptions("all")
+    if name not in allowed:
+        raise ValueError(f"unknown corruption {name!r}; choose one of: {', '.join(allowed)}")
+    path = (
+        root
+        / "cache"
+        / "corrupted"
+        / dataset_fingerprint(dataset)
+        / f"{name}-{severity}-seed{seed}.pt"
+    )
+    if cache and path.exists():
+        try:
+            state = torch.load(path, weights_only=True)
+            if state["x"].shape == dataset.x_test.shape:
+                return CorruptedSet(name, severity, state["x"], state["y"], "generated")
+            logger.warning("ignoring cache %s: shape %s", path, tuple(state["x"].shape))
+        except Exception as err:  # a damaged cache is regenerated, not fatal
+            logger.warning("ignoring unreadable cache %s: %s", path, err)
+
+    from tqdm.auto import tqdm
+
+    device = torch.device("cpu" if device is None else device)
+    # A CPU generator: `corrupt` draws its random layers there, so CPU and CUDA agree.
+    generator = _generator("corrupted", seed, name, severity)
+    x_out = torch.empty_like(dataset.x_test)
+    total = dataset.x_test.shape[0]
+    with tqdm(total=total, desc=f"{name} s{severity}", unit="img", leave=False) as bar:
+        for start in range(0, total, batch_size):
+            x = dataset.x_test[start : start + batch_size].to(device).float().div_(255)
+            x = corruptions.corrupt(x, name, severity, generator)
+            x = torch.floor(x.clamp(0, 1) * 255 + 1e-3).clamp_(max=255).to(torch.uint8)
+            x_out[start : start + x.shape[0]] = x.cpu()
+            bar.update(x.shape[0])
+    y = dataset.y_test.clone()
+    if cache:
+        _atomic_save({"x": x_out, "y": y}, path)
+    return CorruptedSet(name, severity, x_out, y, "generated")
+
+
+# --------------------------------------------------------------------------------------------
+# Loader
+
+
+class DeviceLoader:
+    """Batches of a uint8 image tensor kept on the device, augmented there.
+
+    The images move to `device` once. In training mode each epoch draws a permutation, a random
+    crop offset (zero padding of `crop_padding` pixels on every side) and a horizontal flip per
+    sample from a CPU `torch.Generator` seeded from (seed, epoch), so CPU and CUDA runs see the
+    same stream and a loader restored at epoch e (`load_state_dict`) yields what an uninterrupted
+    one yields from epoch e on. Crop and flip are one gather per batch. In eval mode there is no
+    shuffling and no augmentation.
+
+    Args:
+        x: Images, uint8.
+        y: Labels, int64.
+        batch_size: Samples per batch.
+        device: Where the data lives and batches are made.
+        train: Shuffle and augment.
+        seed: Seed of the shuffling and augmentation.
+        drop_last: Drop the last incomplete batch (default: True when training, else False).
+        crop_padding: Zero padding for the random crop; 0 disables cropping.
+        flip: Random horizontal flips.
+
+    Shape:
+        - x: :math:`(N, 3, H, W)`, y: :math:`(N,)`
+        - yields: float32 :math:`(B, 3, H, W)` in [0, 1] and int64 :math:`(B,)`, on `device`.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        device: torch.device | str = "cpu",
+        train: bool = True,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        crop_padding: int = 4,
+        flip: bool = True,
+    ) -> None:
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise ValueError(f"x must be uint8 (N, C, H, W); got {x.dtype} {tuple(x.shape)}")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"y must have shape ({x.shape[0]},); got {tuple(y.shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0; got {crop_padding}")
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.drop_last = train if drop_last is None else drop_last
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = self.x.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch whose stream the next pass draws from."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        """The resumable state: ``{"epoch": int, "seed": int}``."""
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`'s epoch and seed."""
+        self.epoch = int(state["epoch"])
+        self.seed = int(state["seed"])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, _, h, w = self.x.shape
+        p = self.crop_padding
+        if self.train:
+            g = _generator("loader", self.seed, self.epoch)
+            order = torch.randperm(n, generator=g)
+            offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=g)
+            flips = torch.rand(n, generator=g) < 0.5
+        else:
+            order = torch.arange(n)
+        rows_base = torch.arange(h, device=self.device)
+        cols_base = torch.arange(w, device=self.device)
+        for i in range(len(self)):
+            sel = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = sel.to(self.device)
+            xb = self.x[idx]
+            if self.train and (p > 0 or self.flip):
+                xb = self._augment(
+                    xb,
+                    offsets[sel].to(self.device),
+                    flips[sel].to(self.device),
+                    rows_base,
+                    cols_base,
+                )
+            yield xb.float().div_(255), self.y[idx]
+        self.epoch += 1
+
+    def _augment(
+        self,
+        xb: torch.Tensor,
+        offsets: torch.Tensor,
+        flips: torch.Tensor,
+        rows_base: torch.Tensor,
+        cols_base: torch.Tensor,
+    ) -> torch.Tensor:
+        """Crop from the zero-padded batch at per-sample offsets, then flip, in one gather."""
+        b, c, h, w = xb.shape
+        p = self.crop_padding
+        if p > 0:
+            xb = F.pad(xb, (p, p, p, p))
+        rows = offsets[:, :1] + rows_base  # (B, H) rows of the padded image
+        cols = offsets[:, 1:] + cols_base  # (B, W)
+        if self.flip:
+            cols = torch.where(flips[:, None], cols.flip(1), cols)
+        bi = torch.arange(b, device=xb.device).view(b, 1, 1, 1)
+        ci = torch.arange(c, device=xb.device).view(1, c, 1, 1)
+        return xb[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]

@@ -1,0 +1,67 @@
+"""The command line, profiles, figure saving and the papermill runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+from studykit import cli, profiles, study, viz
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_list_prints_every_section(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for section in ("datasets:", "models:", "corruptions (benchmark):", "corruptions (extra):",
+                    "profiles:"):
+        assert section in out
+    for name in ("synthetic", "resnet18", "gaussian_noise", "speckle_noise", "smoke"):
+        assert f"  {name}\n" in out
+
+
+def test_list_one_section(capsys):
+    cli.main(["list", "models"])
+    out = capsys.readouterr().out
+    assert out.startswith("models:") and "datasets:" not in out
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "studykit", "list", "profiles"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "quick" in r.stdout
+
+
+def test_profiles_known_and_errors():
+    assert profiles.list_profiles() == ["smoke", "quick", "paper"]
+    p = profiles.get_profile("smoke", epochs=3)
+    assert p["epochs"] == 3 and profiles.PROFILES["smoke"]["epochs"] != 3
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*smoke, quick, paper"):
+        profiles.get_profile("fast")
+    with pytest.raises(ValueError, match="unknown profile key.*'epoch'"):
+        profiles.get_profile("smoke", epoch=3)
+
+
+def test_save_figure_smoke_goes_to_temp(monkeypatch, tmp_path):
+    monkeypatch.delenv(viz.FIGURES_ENV, raising=False)
+    assert viz.figures_root("smoke") != REPO / "figures"
+    fig = plt.figure()
+    path = viz.save_figure(fig, "probe", notebook="nb", root=tmp_path, caption="a probe")
+    plt.close(fig)
+    assert path == tmp_path / "nb" / "probe.png" and path.stat().st_size > 0
+    assert "a probe" in (tmp_path / "nb" / "probe.md").read_text()
+
+
+def test_select_notebooks_by_prefix_and_error():
+    available = study.list_notebooks(REPO / "notebooks")
+    assert available and all(p.suffix == ".ipynb" for p in available)
+    assert study.select_notebooks(["00"], available)[0].stem == "00_data_and_corruptions"
+    with pytest.raises(ValueError, match="unknown notebook '99_nothing'"):
+        study.select_notebooks(["99_nothing"], available)
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        study.run_study(profile="huge")
