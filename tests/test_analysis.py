@@ -205,7 +205,7 @@ def _toy_dual_model() -> nn.Module:
 def test_bn_running_variance_plain_model():
     model = _model()
     table = analysis.bn_running_variance(model)
-    assert list(table["layer"]) == ["layer1.bn", "layer2.bn", "layer3.bn"]
+    assert list(table["layer"]) == ["layer1.bn", "layer2.bn", "layer3.bn", "layer4.bn"]
     assert (table["kind"] == "bn").all() and table["aux_var"].isna().all()
     expected = float(model.layer2.bn.running_var.mean())
     assert table.set_index("layer").loc["layer2.bn", "clean_var"] == pytest.approx(expected)
@@ -251,7 +251,7 @@ def test_batch_statistics_hooks_mode_and_variance_order():
         "instance_var",
         "instance_heterogeneity",
     ]
-    assert len(table) == 2 * 3
+    assert len(table) == 2 * 4
     first = table[table["layer"] == "layer1.bn"].set_index("batch")
     assert first.loc["noisy", "batch_var"] > first.loc["clean", "batch_var"]
     # Law of total variance.
@@ -320,7 +320,7 @@ def test_feature_divergence_zero_for_same_inputs_positive_for_shifted():
     x = _images(8)
     same = analysis.feature_divergence(model, x, x.clone(), batch_size=3)
     assert list(same["stage"]) == list(model.stages)
-    assert list(same["channels"]) == [8, 16, 32]
+    assert list(same["channels"]) == [8, 16, 32, 32]
     np.testing.assert_allclose(same["divergence"], 0, atol=1e-9)
     shifted = analysis.feature_divergence(model, x, (x * 0.3 + 0.6), stages=["layer1", "layer3"])
     assert list(shifted["stage"]) == ["layer1", "layer3"]

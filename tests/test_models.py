@@ -27,7 +27,7 @@ ARCHS = list_models()
 # transcription of the AugMix resnext.py (6,807,882); preact_resnet18 is kuangliu's 11,171,146
 # plus the final BN (1,024) of He et al. 2016b / Wong et al. 2020.
 PARAMS = {
-    "small_cnn": {10: 24_346, 100: 30_196},
+    "small_cnn": {10: 61_338, 100: 67_188},
     "resnet18": {10: 11_173_962, 100: 11_220_132},
     "preact_resnet18": {10: 11_172_170, 100: 11_218_340},
     "preact_resnet50": {10: 23_513_162, 100: 23_697_572},

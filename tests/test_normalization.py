@@ -346,7 +346,7 @@ def test_convert_placement_defaults_and_errors():
 def test_bn_route_restores_and_validates():
     model = convert_norm(create_model("small_cnn", width=8), "dubin")
     layers = list(dual_bn_layers(model))
-    assert [layer.route for layer in layers] == ["clean"] * 3
+    assert [layer.route for layer in layers] == ["clean"] * 4
     layers[0].route = "aug"  # a mixed state is restored exactly
     with pytest.raises(RuntimeError, match="boom"):
         with bn_route(model, "aug") as routed:
@@ -354,7 +354,7 @@ def test_bn_route_restores_and_validates():
             assert all(layer.route == "aug" for layer in layers)
             assert model.layer1.bn.route == "aug"
             raise RuntimeError("boom")
-    assert [layer.route for layer in layers] == ["aug", "clean", "clean"]
+    assert [layer.route for layer in layers] == ["aug", "clean", "clean", "clean"]
     assert set_bn_route(model, "clean") is model
     assert all(layer.route == "clean" for layer in layers)
     with pytest.raises(ValueError, match="clean, aug"):
@@ -375,8 +375,8 @@ def test_bn_running_variance_table():
     model = create_model("small_cnn", width=8)
     table = bn_running_variance_table(model)
     assert list(table.columns) == columns
-    assert table["layer"].tolist() == ["layer1.bn", "layer2.bn", "layer3.bn"]
-    assert table["kind"].tolist() == ["bn"] * 3
+    assert table["layer"].tolist() == ["layer1.bn", "layer2.bn", "layer3.bn", "layer4.bn"]
+    assert table["kind"].tolist() == ["bn"] * 4
     assert table["aux_var"].isna().all() and (table["clean_var"] == 1.0).all()
 
     model = convert_norm(create_model("small_cnn", width=8), "dubin")
@@ -384,8 +384,8 @@ def test_bn_running_variance_table():
     with bn_route(model, "aug"):
         model(images() * 4)
     table = bn_running_variance_table(model)
-    assert table["kind"].tolist() == ["dubin", "dubin", "dubn"]
-    assert table["num_features"].tolist() == [4, 8, 32]
+    assert table["kind"].tolist() == ["dubin", "dubin", "dubn", "dubn"]
+    assert table["num_features"].tolist() == [4, 8, 32, 32]
     assert (table["clean_var"] == 1.0).all()  # the clean BN saw no data
     assert (table["aux_var"] != 1.0).all()
     row = table.iloc[2]
@@ -394,7 +394,7 @@ def test_bn_running_variance_table():
 
     model = convert_norm(create_model("small_cnn", width=8), "ibn")
     table = bn_running_variance_table(model)
-    assert table["kind"].tolist() == ["ibn", "ibn", "bn"]
+    assert table["kind"].tolist() == ["ibn", "ibn", "bn", "bn"]
     assert table["aux_var"].isna().all()
     no_stats = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
     assert len(bn_running_variance_table(no_stats)) == 0
