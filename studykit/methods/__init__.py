@@ -29,7 +29,7 @@ from torch import nn
 _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
-_METHOD_MODULES = ("standard",)
+_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class StepOutput:
 
     Attributes:
         loss: the scalar to minimize (the trainer calls ``backward`` on it).
-        logits: logits of the clean batch, for the running training accuracy.
+        logits: logits of the batch the loss is on (the clean one where there is one), for
+            the running training accuracy.
         metrics: extra scalars to log (floats), averaged per epoch by the trainer.
     """
 
