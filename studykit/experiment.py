@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EPS = {"linf": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "l2": (0.0, 0.1, 0.25, 0.5, 1.0)}
 
-# Keys of run_experiment besides the method's own options; defaults of None come from the profile.
+# Keys of run_experiment besides the method's own options; a profile may set any of them
+# (``studykit.profiles``), and None defaults must come from the profile.
 TRAIN_KEYS: dict[str, Any] = {
     "dataset": None, "n_train": None, "n_test": None, "data_seed": 0,
     "arch": None, "width": None, "method": "standard",
@@ -42,7 +43,7 @@ TRAIN_KEYS: dict[str, Any] = {
     "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 0.0, "seed": 0,
 }
 EVAL_KEYS: dict[str, Any] = {
-    "eval_corruptions": "benchmark",    # "benchmark" | "extra" | "all" | list of names | None
+    "eval_corruptions": "all",          # "benchmark" | "extra" | "all" | list of names | None
     "eval_corruption_images": None,     # test images corrupted (None: the whole test set)
     "eval_adversarial": "linf",         # "linf" | "l2" | None
     "eval_eps": None,                   # tuple of eps (default DEFAULT_EPS[norm])
@@ -123,16 +124,16 @@ def resolve_config(**params: Any) -> dict[str, Any]:
         )
 
     def pick(key: str, defaults: Mapping[str, Any]) -> Any:
+        # An explicit parameter wins over the profile, which wins over the default.
         if key in params:
             return params[key]
-        if defaults[key] is None and key in prof:
-            return prof[key]
-        return defaults[key]
+        return prof.get(key, defaults[key])
 
     train = {k: pick(k, TRAIN_KEYS) for k in TRAIN_KEYS}
     ev = {k: pick(k, EVAL_KEYS) for k in EVAL_KEYS}
     runtime = {k: params.get(k, v) for k, v in RUNTIME_KEYS.items()}
-    overrides = {k: params[k] for k in method_fields if k in params}
+    overrides = profiles.method_overrides(profile, method)
+    overrides.update({k: params[k] for k in method_fields if k in params})
     # Build the method once to validate its options (its Config checks its own values).
     train["method_config"] = dataclasses.asdict(create_method(method, **overrides).config)
 

@@ -29,7 +29,7 @@ from torch import nn
 _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
-_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax")
+_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""The strategy baselines of AugMax Table 10 (Wang et al., NeurIPS 2021, Sec. 4.3, App. B),
+trained with AugMax's loss (``three_view_step``: CE(f(x)) + lambda JSD(f(x), f(x_hard),
+f(x_augmix)), lambda = 10; x_hard through the auxiliary BN) so that only the way x_hard is made
+differs:
+
+* ``augmix_pgdat``: x_hard is a Linf PGD image (8/255, step 2/255, 10 steps): diversity from the
+  AugMix view and hardness from PGD, side by side.
+* ``advmix``: random ops and random mixing (Dirichlet w, Beta m) as in AugMix, with the op
+  magnitudes (levels and signs) chosen adversarially by worst-of-k (k = 5): per image, the one of
+  k magnitude draws with the largest loss.
+* ``advmax``: the worst-of-k magnitudes of AdvMix, then AugMax's adversarial mixing on them.
+  (The paper's AdvMax also adds the StAdv spatial attack; not included here.)
+
+All draw their randomness from the method's generator and run their inner searches in eval mode
+through the auxiliary BN. ``norm`` defaults to dubin, as AugMax's, to compare strategies alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from studykit.attacks import attack_mode, pgd
+from studykit.augmentations import AugMixParams, augmix_chains, mix, sample_augmix_params
+from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.methods.augmax import augmax_search, three_view_step
+from studykit.methods.augmix import NORMS, prepare_norm
+from studykit.normalization import bn_route, set_bn_route
+
+
+def worst_of_k_levels(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: AugMixParams, *, k: int = 5,
+    severity: float = 3.0, generator: torch.Generator | None = None,
+) -> AugMixParams:
+    """Per image, the op levels/signs (out of k draws) whose AugMix image has the largest loss.
+
+    Ops, depths and mixing weights stay those of ``params``; only magnitudes are searched.
+    """
+    n = x.shape[0]
+    draws = sample_augmix_params(k * n, width=params.width, depth=params.op.shape[2],
+                                 severity=severity, generator=generator).to(x.device)
+    trial = replace(params.to(x.device),
+                    op=params.op.repeat(1, k, 1), depth=params.depth.repeat(1, k),
+                    level=draws.level, sign=draws.sign,
+                    w=params.w.repeat(k, 1), m=params.m.repeat(k))
+    chains = augmix_chains(x.repeat(k, 1, 1, 1), trial)
+    with attack_mode(model, eval_mode=True), torch.no_grad():
+        x_trial = mix(x.repeat(k, 1, 1, 1), chains, trial.w, trial.m)
+        loss = F.cross_entropy(model(x_trial), y.repeat(k), reduction="none").view(k, n)
+    best = loss.argmax(0) * n + torch.arange(n, device=x.device)
+    return trial.select(best)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineConfig(MethodConfig):
+    norm: str = "dubin"
+    jsd_lambda: float = 10.0
+    k: int = 5  # worst-of-k magnitude draws (advmix, advmax)
+    steps: int = 10  # AugMax mixing steps (advmax)
+    step_size: float = 0.1
+    early_stop: int | None = 1
+    pgd_eps: float = 8 / 255  # augmix_pgdat
+    pgd_steps: int = 10
+    width: int = 3
+    depth: int = -1
+    severity: float = 3.0
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+
+
+class _Baseline(Method):
+    Config = BaselineConfig
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return prepare_norm(model, self.config.norm)
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return set_bn_route(model, "clean")
+
+    def hard_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    params: AugMixParams) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        c = self.config
+        n = x.shape[0]
+        params = sample_augmix_params(2 * n, width=c.width, depth=c.depth, severity=c.severity,
+                                      alpha=c.alpha, generator=self.generator).to(x.device)
+        mix_params = params.select(slice(n, 2 * n))
+        x_mix = mix(x, augmix_chains(x, mix_params), mix_params.w, mix_params.m)
+        with bn_route(model, "aug"):
+            x_hard = self.hard_images(model, x, y, params.select(slice(0, n)))
+        return three_view_step(model, x, y, x_hard, x_mix, jsd_lambda=c.jsd_lambda)
+
+
+@register_method("augmix_pgdat")
+class AugMixPGDAT(_Baseline):
+    """AugMix view plus a Linf PGD image."""
+
+    def hard_images(self, model, x, y, params):
+        c = self.config
+        return pgd(model, x, y, eps=c.pgd_eps, steps=c.pgd_steps, norm="linf",
+                   generator=self.generator)
+
+
+@register_method("advmix")
+class AdvMix(_Baseline):
+    """Worst-of-k op magnitudes, random mixing."""
+
+    def hard_images(self, model, x, y, params):
+        c = self.config
+        worst = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
+                                  generator=self.generator)
+        return mix(x, augmix_chains(x, worst), worst.w, worst.m)
+
+
+@register_method("advmax")
+class AdvMax(_Baseline):
+    """Worst-of-k op magnitudes, then adversarial mixing (AugMax's search)."""
+
+    def hard_images(self, model, x, y, params):
+        c = self.config
+        worst = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
+                                  generator=self.generator)
+        chains = augmix_chains(x, worst)
+        s = augmax_search(model, x, y, chains, steps=c.steps, step_size=c.step_size,
+                          early_stop=c.early_stop, generator=self.generator)
+        return mix(x, chains, F.softmax(s.p, dim=1), s.m)
