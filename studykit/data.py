@@ -1093,15 +1093,49 @@ class DeviceLoader:
         rows_base: torch.Tensor,
         cols_base: torch.Tensor,
     ) -> torch.Tensor:
-        """Crop from the zero-padded batch at per-sample offsets, then flip, in one gather."""
-        b, c, h, w = xb.shape
-        p = self.crop_padding
-        if p > 0:
-            xb = F.pad(xb, (p, p, p, p))
-        rows = offsets[:, :1] + rows_base  # (B, H) rows of the padded image
-        cols = offsets[:, 1:] + cols_base  # (B, W)
-        if self.flip:
-            cols = torch.where(flips[:, None], cols.flip(1), cols)
-        bi = torch.arange(b, device=xb.device).view(b, 1, 1, 1)
-        ci = torch.arange(c, device=xb.device).view(1, c, 1, 1)
-        return xb[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+        return _crop_flip(xb, offsets, flips, self.crop_padding, self.flip, rows_base, cols_base)
+
+
+def _crop_flip(
+    xb: torch.Tensor,
+    offsets: torch.Tensor,
+    flips: torch.Tensor,
+    padding: int,
+    flip: bool,
+    rows_base: torch.Tensor,
+    cols_base: torch.Tensor,
+) -> torch.Tensor:
+    """Crop from the zero-padded batch at per-sample offsets, then flip, in one gather."""
+    b, c, h, w = xb.shape
+    if padding > 0:
+        xb = F.pad(xb, (padding, padding, padding, padding))
+    rows = offsets[:, :1] + rows_base  # (B, H) rows of the padded image
+    cols = offsets[:, 1:] + cols_base  # (B, W)
+    if flip:
+        cols = torch.where(flips[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=xb.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=xb.device).view(1, c, 1, 1)
+    return xb[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+
+def random_crop_flip(
+    x: torch.Tensor, *, generator: torch.Generator | None = None, padding: int = 4,
+    flip: bool = True,
+) -> torch.Tensor:
+    """The standard CIFAR augmentation on a batch, in input order: a random crop of the
+    zero-padded image and a random horizontal flip per sample (as `DeviceLoader` does).
+
+    Args:
+        x: images (uint8 or float).
+        generator: CPU generator of the offsets and flips.
+        padding: zero padding on each side.
+        flip: random horizontal flips.
+
+    Shape:
+        - x, output: :math:`(N, C, H, W)`
+    """
+    n, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).to(x.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return _crop_flip(x, offsets, flips, padding, flip, torch.arange(h, device=x.device),
+                      torch.arange(w, device=x.device))

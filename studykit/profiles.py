@@ -65,8 +65,10 @@ PROFILES = MappingProxyType({k: MappingProxyType(v) for k, v in _PROFILES.items(
 # On 2 CPU cores the inner maximizations dominate (AugMax 10 steps: ~13x a standard step;
 # PGD-10: ~11x); the smoke and quick profiles halve or cut them. Noted in every run's config.
 _METHOD_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}},
-    "quick": {"augmax": {"steps": 5}, "pgd_at": {"steps": 5}},
+    "smoke": {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"steps": 2, "k": 2},
+              "advmix": {"k": 2}, "augmix_pgdat": {"pgd_steps": 2}},
+    "quick": {"augmax": {"steps": 5}, "pgd_at": {"steps": 5}, "advmax": {"steps": 5},
+              "augmix_pgdat": {"pgd_steps": 5}},
     "paper": {},
 }
 METHOD_OVERRIDES = MappingProxyType(
