@@ -9,7 +9,8 @@ over all methods. The expected ratio counts forward/backward passes at the cost 
 (forward 1 + backward 2 = 3 units; an input-gradient backward is about 2 units, without the weight
 gradient it is less, so the estimate is an upper bound):
   augmix:  3 views in one forward/backward                       -> 3.0
-  augmax:  (steps+1) forward + steps input-backward (eval mode) + 3 forward/backward -> ~ (3*11 - 2 + 9) / 3
+  augmax:  (steps+1) forward + steps input-backward + 3 forward/backward
+           -> ~ (3*11 - 2 + 9) / 3
   pgd_at:  steps forward + input-backward, + 1 forward/backward -> (3*10 + 3) / 3 = 11
 """
 

@@ -32,8 +32,8 @@ from studykit.attacks import attack_mode
 from studykit.augmentations import augmix_chains, mix, sample_augmix_params
 from studykit.losses import jsd_consistency
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
-from studykit.methods.augmix import NORMS, prepare_norm
-from studykit.normalization import bn_route, set_bn_route
+from studykit.methods.augmix import NormChoice, check_norm
+from studykit.normalization import bn_route
 
 
 @dataclass
@@ -108,21 +108,14 @@ class AugMaxConfig(MethodConfig):
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        check_norm(self.norm)
         if self.augmix_route not in ("clean", "aug"):
             raise ValueError(f"augmix_route must be 'clean' or 'aug', got {self.augmix_route!r}")
 
 
 @register_method("augmax")
-class AugMax(Method):
+class AugMax(NormChoice, Method):
     Config = AugMaxConfig
-
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        return prepare_norm(model, self.config.norm)
-
-    def eval_model(self, model: nn.Module) -> nn.Module:
-        return set_bn_route(model, "clean")
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config

@@ -27,8 +27,8 @@ from studykit.attacks import attack_mode, pgd
 from studykit.augmentations import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmax import augmax_search, three_view_step
-from studykit.methods.augmix import NORMS, prepare_norm
-from studykit.normalization import bn_route, set_bn_route
+from studykit.methods.augmix import NormChoice, check_norm
+from studykit.normalization import bn_route
 
 
 def worst_of_k_levels(
@@ -70,18 +70,11 @@ class BaselineConfig(MethodConfig):
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        check_norm(self.norm)
 
 
-class _Baseline(Method):
+class _Baseline(NormChoice, Method):
     Config = BaselineConfig
-
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        return prepare_norm(model, self.config.norm)
-
-    def eval_model(self, model: nn.Module) -> nn.Module:
-        return set_bn_route(model, "clean")
 
     def hard_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     params: AugMixParams) -> torch.Tensor:

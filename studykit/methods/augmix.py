@@ -38,26 +38,32 @@ class AugMixConfig(MethodConfig):
     norm: str = "bn"
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        check_norm(self.norm)
 
 
-def prepare_norm(model: nn.Module, norm: str) -> nn.Module:
-    """Convert the model's BNs for ``norm`` (bn: unchanged) and route to the clean BN."""
-    if norm != "bn":
-        convert_norm(model, norm)
-    return set_bn_route(model, "clean")
+def check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
 
 
-@register_method("augmix")
-class AugMix(Method):
-    Config = AugMixConfig
+class NormChoice:
+    """Mix-in for methods whose Config has ``norm``: convert the model's BNs at preparation
+    (bn: unchanged) and evaluate through the clean (main) BN."""
+
+    config: AugMixConfig
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        return prepare_norm(model, self.config.norm)
+        if self.config.norm != "bn":
+            convert_norm(model, self.config.norm)
+        return set_bn_route(model, "clean")
 
     def eval_model(self, model: nn.Module) -> nn.Module:
         return set_bn_route(model, "clean")
+
+
+@register_method("augmix")
+class AugMix(NormChoice, Method):
+    Config = AugMixConfig
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config
