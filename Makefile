@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/corruption_throughput.py
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/augmix_throughput.py --breakdown
+	$(PY) benchmarks/step_time.py
 
 clean-venv:
 	rm -rf $(VENV)
