@@ -676,6 +676,9 @@ def _cifar_missing_message(name: str, root: Path) -> str:
 
 def _load_cifar(name: str, root: Path, download: bool) -> ImageDataset:
     info = _CIFAR[name]
+    if (root / info["url"].rsplit("/", 1)[1]).exists():
+        # A user-supplied archive: torchvision checks its md5 and extracts it with no network.
+        download = True
     if not download and not (root / info["folder"] / info["check"]).exists():
         raise FileNotFoundError(_cifar_missing_message(name, root))
     from torchvision import datasets

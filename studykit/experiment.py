@@ -12,6 +12,7 @@ changing how a model is evaluated never retrains it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from studykit import evaluation, models, profiles
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
 from studykit.methods import Method, create_method, method_config_fields
 from studykit.paths import data_root
-from studykit.runs import Run, config_hash, write_json_atomic
+from studykit.runs import Run, config_hash, write_csv_atomic, write_json_atomic
 from studykit.train import CheckpointError, FitResult, TrainConfig, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ EVAL_KEYS: dict[str, Any] = {
     "eval_adversarial_images": None,
     "eval_pgd_steps": 10,
 }
+# Bumped when evaluation changes what it computes, so stored evaluations are recomputed.
+EVAL_VERSION = 2
+
 RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
                                 "runs_root": None}
 
@@ -85,6 +89,12 @@ class ExperimentResult:
     @property
     def eval_model(self) -> nn.Module:
         return self.method.eval_model(self.model)
+
+    @property
+    def clean_acc_for_corruptions(self) -> float:
+        """Clean accuracy on the images the corruption table was measured on (accuracy drops
+        and severity-0 points use this)."""
+        return self.metrics.get("clean_acc_subset", self.metrics["clean_acc"])
 
     def summary(self) -> dict[str, Any]:
         """One flat row for comparison tables."""
@@ -158,6 +168,14 @@ def resolve_config(**params: Any) -> dict[str, Any]:
         _check_type(key, train[key], (int, float), "a number")
     TrainConfig(epochs=train["epochs"], lr=train["lr"], schedule=train["schedule"])  # checks
 
+    for key in ("eval_corruption_images", "eval_adversarial_images"):
+        if ev[key] is not None:
+            _check_type(key, ev[key], (int,), "an int or None")
+            if ev[key] < 1:
+                raise ValueError(f"{key} must be >= 1 or None, got {ev[key]}")
+    _check_type("eval_pgd_steps", ev["eval_pgd_steps"], (int,), "an int")
+    if ev["eval_pgd_steps"] < 0:
+        raise ValueError(f"eval_pgd_steps must be >= 0, got {ev['eval_pgd_steps']}")
     if ev["eval_adversarial"] not in (None, *DEFAULT_EPS):
         raise ValueError(f"eval_adversarial must be one of None, linf, l2; "
                          f"got {ev['eval_adversarial']!r}")
@@ -206,25 +224,50 @@ def _fit(run: Run, cfg: dict[str, Any], ds: ImageDataset, method: Method) -> Fit
                progress=rt["progress"])
 
 
+def data_fingerprint(ds: ImageDataset) -> str:
+    """Short hash of a dataset's name, images and labels: a stored run is only reused for the
+    data it was trained on (a changed generator or npz file makes it stale)."""
+    h = hashlib.sha256(ds.name.encode())
+    for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load_done_run(run: Run, train: Mapping[str, Any], ds: ImageDataset, method: Method,
+                   fingerprint: str) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The stored model, or None after moving an unusable or stale checkpoint aside."""
+    stored = run.stored_data_fingerprint()
+    if stored is not None and stored != fingerprint:
+        run.discard_checkpoint(f"trained on other data (fingerprint {stored}, now {fingerprint})")
+        return None
+    try:
+        state = load_checkpoint(run.checkpoint)
+        model = _build_model(train, ds.num_classes, method)
+        model.load_state_dict(state["model"])  # RuntimeError when the architecture changed
+        method.load_state_dict(state["method"])
+    except (CheckpointError, RuntimeError, KeyError) as e:
+        run.discard_checkpoint(f"{type(e).__name__}: {e}")
+        return None
+    return model, state
+
+
 def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module, Method,
                                                                    pd.DataFrame, bool]:
     """The run store's core: the lock, a hit, a resume, or a fresh fit."""
     train, rt = cfg["train"], cfg["runtime"]
     run = Run(train, root=rt["runs_root"])
     method = create_method(train["method"], **train["method_config"])
+    fingerprint = data_fingerprint(ds)
     with run.lock():
         if run.is_done:
-            try:
-                state = load_checkpoint(run.checkpoint)
-                model = _build_model(train, ds.num_classes, method)
-                model.load_state_dict(state["model"])
-                method.load_state_dict(state["method"])
+            loaded = _load_done_run(run, train, ds, method, fingerprint)
+            if loaded is not None:
+                model, state = loaded
                 log.info("loaded run %s (%s/%s)", run.hash, train["method"], train["arch"])
                 return (run, model.to(rt["device"]).eval(), method,
                         pd.DataFrame(state["history"]), False)
-            except (CheckpointError, RuntimeError) as e:
-                run.discard_checkpoint(str(e))
-        run.write_config()
+        run.write_config(data_fingerprint=fingerprint)
         try:
             result = _fit(run, cfg, ds, method)
         except CheckpointError as e:
@@ -239,27 +282,51 @@ def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module
 def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method,
                  ds: ImageDataset) -> tuple[dict[str, Any], pd.DataFrame | None,
                                             pd.DataFrame | None]:
-    """Evaluate (or load stored evaluation of) a trained model under ``cfg['eval']``."""
+    """Evaluate (or load stored evaluation of) a trained model under ``cfg['eval']``.
+
+    Results live in ``<run>/eval/<key>/``, keyed by the evaluation settings, the run's
+    completion stamp (a retrained model is never judged by its predecessor's numbers) and
+    whether released CIFAR-C files are present. Runs under the run's lock, so concurrent
+    notebooks asking for the same evaluation compute it once.
+    """
     ev, rt = cfg["eval"], cfg["runtime"]
-    key = config_hash({**ev, "data_seed": cfg["train"]["data_seed"]})
+    released = any((data_root() / d).is_dir() for d in ("CIFAR-10-C", "CIFAR-100-C"))
+    key = config_hash({**ev, "data_seed": cfg["train"]["data_seed"], "version": EVAL_VERSION,
+                       "done": run.done_stamp(), "released_present": released})
     folder = run.dir / "eval" / key
     metrics_path = folder / "metrics.json"
     c_path, a_path = folder / "corruption.csv", folder / "adversarial.csv"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        corr = pd.read_csv(c_path) if c_path.exists() else None
-        adv = pd.read_csv(a_path) if a_path.exists() else None
-        return metrics, corr, adv
-    folder.mkdir(parents=True, exist_ok=True)
-    net = method.eval_model(model)
+    with run.lock():
+        if metrics_path.exists():
+            metrics = json.loads(metrics_path.read_text())
+            corr = pd.read_csv(c_path) if c_path.exists() else None
+            adv = pd.read_csv(a_path) if a_path.exists() else None
+            return metrics, corr, adv
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics, corr, adv = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
+        if corr is not None:
+            write_csv_atomic(corr, c_path)
+        if adv is not None:
+            write_csv_atomic(adv, a_path)
+        write_json_atomic(folder / "spec.json", ev)
+        write_json_atomic(metrics_path, metrics)
+        run.update_metrics({**metrics, "eval_key": key})
+    return metrics, corr, adv
+
+
+def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: bool
+              ) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None]:
+    ev = cfg["eval"]
     metrics: dict[str, Any] = {"clean_acc": evaluation.clean_accuracy(net, ds)}
     corr = adv = None
     if ev["eval_corruptions"] is not None:
-        sub = ds.subset(n_test=ev["eval_corruption_images"], seed=cfg["train"]["data_seed"]) \
-            if ev["eval_corruption_images"] else ds
+        sub = ds
+        if ev["eval_corruption_images"] and ev["eval_corruption_images"] < ds.x_test.shape[0]:
+            sub = ds.subset(n_test=ev["eval_corruption_images"], seed=cfg["train"]["data_seed"])
+            # Accuracy drops compare like with like: clean accuracy on the same images.
+            metrics["clean_acc_subset"] = evaluation.clean_accuracy(net, sub)
         corr = evaluation.corruption_table(net, sub, corruptions=ev["eval_corruptions"],
-                                           root=data_root(), progress=rt["progress"])
-        corr.to_csv(c_path, index=False)
+                                           root=data_root(), progress=progress)
         if set(evaluation.BENCHMARK_CORRUPTIONS) <= set(corr["corruption"]):
             metrics["ra"] = evaluation.robust_accuracy(corr)
             metrics["mce"] = evaluation.mean_corruption_error(corr)
@@ -267,13 +334,9 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
         n = ev["eval_adversarial_images"] or ds.x_test.shape[0]
         adv = evaluation.adversarial_curve(
             net, ds.x_test[:n], ds.y_test[:n], eps_list=ev["eval_eps"],
-            norm=ev["eval_adversarial"], steps=ev["eval_pgd_steps"], progress=rt["progress"])
-        adv.to_csv(a_path, index=False)
+            norm=ev["eval_adversarial"], steps=ev["eval_pgd_steps"], progress=progress)
         for row in adv.itertuples():
             metrics[f"adv_{row.norm}@{row.eps:.4g}"] = row.accuracy
-    write_json_atomic(folder / "spec.json", ev)
-    write_json_atomic(metrics_path, metrics)
-    run.update_metrics({**metrics, "eval_key": key})
     return metrics, corr, adv
 
 

@@ -4,7 +4,7 @@
 used as is by AugMax and RobustAugMix:
 
     p_i = softmax(logits_i),  M = clamp(mean_i p_i, 1e-7, 1),
-    JSD = mean_i KL(M || p_i)   with KL(M || p) = sum_c p_c (log p_c - log M_c)  (batchmean)
+    JSD = mean_i KL(p_i || M),  KL(p || M) = sum_c p_c (log p_c - log M_c), averaged over the batch
 
 which is what ``F.kl_div(log M, p_i, reduction="batchmean")`` computes, averaged over the views.
 """
@@ -25,7 +25,7 @@ def jsd_consistency(logits: Sequence[torch.Tensor]) -> torch.Tensor:
             matter).
 
     Returns:
-        A scalar: the mean over views of KL(M || p_i), per-sample summed and batch-averaged.
+        A scalar: the mean over views of KL(p_i || M), per-sample summed and batch-averaged.
     """
     if len(logits) < 2:
         raise ValueError(f"jsd_consistency needs at least 2 views, got {len(logits)}")

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -89,22 +90,38 @@ class Run:
     def is_done(self) -> bool:
         return self.done_marker.exists() and self.checkpoint.exists()
 
-    def write_config(self) -> None:
+    def write_config(self, **extra: Any) -> None:
+        """Write ``config.json`` (config, hash, package versions, git revision, ``extra``)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        payload = {"config": self.config, "hash": self.hash, "environment": environment_info()}
+        payload = {"config": self.config, "hash": self.hash, "environment": environment_info(),
+                   **extra}
         write_json_atomic(self.dir / "config.json", payload)
 
+    def stored_data_fingerprint(self) -> str | None:
+        """The data fingerprint recorded when the run was trained (None if not recorded)."""
+        path = self.dir / "config.json"
+        if not path.exists():
+            return None
+        return json.loads(path.read_text()).get("data_fingerprint")
+
     def mark_done(self) -> None:
-        self.done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        self.done_marker.write_text(f"{time.time_ns()}\n")
+
+    def done_stamp(self) -> str:
+        """When training finished (changes whenever the run is retrained)."""
+        return self.done_marker.read_text().strip() if self.done_marker.exists() else ""
 
     def discard_checkpoint(self, reason: str) -> None:
-        """Move an unusable checkpoint aside (kept for inspection) and forget 'done'."""
+        """Move an unusable checkpoint aside (kept for inspection), forget 'done', and drop the
+        evaluations of the discarded model."""
         if self.checkpoint.exists():
             bad = self.checkpoint.with_name(f"checkpoint.corrupt-{int(time.time())}.pt")
             os.replace(self.checkpoint, bad)
             log.warning("checkpoint of run %s unusable (%s); moved to %s and retraining",
                         self.hash, reason, bad.name)
         self.done_marker.unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "eval", ignore_errors=True)
+        self.metrics_json.unlink(missing_ok=True)
 
     def read_metrics(self) -> dict[str, Any]:
         if not self.metrics_json.exists():
@@ -148,6 +165,13 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.dir})"
+
+
+def write_csv_atomic(df: Any, path: Path) -> None:
+    """``df.to_csv(path)`` through a temporary file, so readers never see half a table."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -347,3 +347,29 @@ def test_ssim_identity_noise_and_gradient():
     assert y.grad is not None and torch.isfinite(y.grad).all()
     u8 = (x * 255).round().to(torch.uint8)
     torch.testing.assert_close(analysis.ssim(u8, u8), torch.ones(4), atol=1e-4, rtol=0)
+
+
+def test_augmentation_views_and_their_statistics():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 3, width=8).eval()
+    x = (torch.rand(12, 3, 32, 32) * 255).to(torch.uint8)
+    y = torch.arange(12) % 3
+    views = analysis.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
+    assert list(views) == ["standard", "augmix", "pgd", "augmax"]
+    xf = x.float() / 255
+    for v in views.values():
+        assert v.shape == x.shape and v.dtype == torch.float32
+        assert v.min() >= 0 and v.max() <= 1
+    assert (views["pgd"] - xf).abs().max() <= 8 / 255 + 1e-6
+    assert not torch.equal(views["augmix"], xf)
+    again = analysis.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
+    assert all(torch.equal(views[k], again[k]) for k in views)
+    assert not model.training
+
+    stats = analysis.diversity_and_hardness(model, views, y).set_index("view")
+    assert list(stats.columns) == ["accuracy", "loss", "spread", "centroid_shift"]
+    assert stats.loc["standard", "spread"] == pytest.approx(1.0)
+    assert stats.loc["standard", "centroid_shift"] == pytest.approx(0.0)
+    logits = model(views["pgd"])
+    assert stats.loc["pgd", "accuracy"] == pytest.approx(
+        (logits.argmax(1) == y).float().mean().item() * 100)

@@ -77,6 +77,16 @@ def test_method_contract(name):
     assert torch.equal(m2.training_step(model2, x, y).loss, out.loss.detach())
 
 
+def test_jsd_matches_a_hand_computation():
+    z = [torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]),
+         torch.tensor([[0.0, 1.0, 0.0], [1.0, -1.0, 2.0]]),
+         torch.tensor([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])]
+    p = [torch.softmax(t, 1) for t in z]
+    m = torch.stack(p).mean(0).clamp(1e-7, 1)
+    expected = sum((q * (q.log() - m.log())).sum(1).mean() for q in p) / 3
+    assert jsd_consistency(z).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_jsd_is_zero_for_equal_views_and_positive_otherwise():
     z = torch.randn(8, 10)
     assert jsd_consistency([z, z, z]).item() == pytest.approx(0.0, abs=1e-6)

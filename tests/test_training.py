@@ -95,8 +95,10 @@ def test_fit_learns_and_records_history():
     assert not res.model.training
 
 
-def test_interrupted_fit_resumes_to_identical_weights(tmp_path):
-    ds, _ = _tiny_data()
+@pytest.mark.parametrize("method", ["standard", "augmix"])
+def test_interrupted_fit_resumes_to_identical_weights(tmp_path, method):
+    # augmix draws from the method's generator: its state must be restored too.
+    ds, _ = _tiny_data(256)
     cfg = TrainConfig(epochs=3, lr=0.05)
 
     def train(ckpt, stop_after=None):
@@ -108,7 +110,7 @@ def test_interrupted_fit_resumes_to_identical_weights(tmp_path):
             if epoch == stop_after:
                 raise KeyboardInterrupt
 
-        return fit(model, methods.create_method("standard"), loader, cfg,
+        return fit(model, methods.create_method(method), loader, cfg,
                    checkpoint_path=ckpt, callbacks=[stop], progress=False)
 
     full = train(tmp_path / "a.pt")
@@ -130,6 +132,13 @@ def test_corrupt_checkpoint_raises_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- config
+
+def test_eval_settings_are_validated_before_training():
+    with pytest.raises(ValueError, match="eval_corruption_images must be >= 1"):
+        resolve_config(profile="smoke", eval_corruption_images=0)
+    with pytest.raises(ValueError, match="eval_pgd_steps must be an int"):
+        resolve_config(profile="smoke", eval_pgd_steps="ten")
+
 
 def test_resolve_config_validates_everything():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epoch'\].*epochs"):
@@ -270,3 +279,38 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
     assert [h["train_loss"] for h in ref["history"]] == [h["train_loss"] for h in res["history"]]
     assert json.loads((ref_dir / "metrics.json").read_text()) == \
         json.loads((ckpt.parent / "metrics.json").read_text())
+
+
+def test_retrained_run_is_evaluated_afresh(store):
+    params = dict(FAST, eval_corruptions=["fog"])
+    first = run_experiment(**params)
+    old_eval = list((first.run.dir / "eval").iterdir())
+    assert len(old_eval) == 1 and "ra" not in first.metrics
+    first.run.checkpoint.write_bytes(b"garbage")
+    again = run_experiment(**params)
+    assert again.trained
+    new_eval = list((again.run.dir / "eval").iterdir())
+    assert len(new_eval) == 1 and new_eval[0].name != old_eval[0].name
+
+
+def test_run_trained_on_other_data_is_not_reused(store, caplog):
+    first = run_experiment(**FAST)
+    cfg_path = first.run.dir / "config.json"
+    payload = json.loads(cfg_path.read_text())
+    assert payload["data_fingerprint"]
+    payload["data_fingerprint"] = "0" * 16  # as if the generator or the npz file had changed
+    cfg_path.write_text(json.dumps(payload))
+    again = run_experiment(**FAST)
+    assert again.trained and "trained on other data" in caplog.text
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["standard", "augmax"])
+def test_fit_on_cuda_with_amp_and_channels_last(method):
+    ds, _ = _tiny_data(256)
+    loader = DeviceLoader(ds.x_train, ds.y_train, 64, seed=0, device="cuda")
+    model = create_model("small_cnn", 10, width=8)
+    m = methods.create_method(method, **({"steps": 2} if method == "augmax" else {}))
+    res = fit(model, m, loader, TrainConfig(epochs=1, lr=0.05), device="cuda", progress=False)
+    assert next(res.model.parameters()).is_cuda
+    assert res.history["train_loss"].notna().all()

@@ -95,6 +95,14 @@ def augmax_search(
 
 @dataclass(frozen=True, kw_only=True)
 class AugMaxConfig(MethodConfig):
+    """AugMax options; defaults are the paper's CIFAR values.
+
+    ``early_stop`` is the reference code's FAT budget: a sample stops once it has been
+    misclassified on ``early_stop`` evaluated steps (1: at its first misclassified point). Note
+    that ``pgd_at``'s ``early_stop`` counts differently (steps taken *after* the first
+    misclassification, as ``studykit.attacks.pgd`` does), so ``pgd`` early_stop=0 equals this 1.
+    """
+
     norm: str = "dubin"
     steps: int = 10
     step_size: float = 0.1

@@ -25,7 +25,12 @@ from studykit.methods import Method, MethodConfig, StepOutput, register_method
 
 @dataclass(frozen=True, kw_only=True)
 class PGDATConfig(MethodConfig):
-    """``preset`` fixes norm/eps/step/steps; a non-None ``eps``/``step_size``/``steps`` wins."""
+    """``preset`` fixes norm/eps/step/steps; a non-None ``eps``/``step_size``/``steps`` wins.
+
+    ``early_stop=k``: a sample's attack stops k steps after it is first misclassified (FAT's
+    tau; 0 keeps the first misclassified point). AugMax's option of the same name is a budget
+    of misclassified steps instead (its 1 is this 0).
+    """
 
     preset: str = "linf_8"
     eps: float | None = None
