@@ -365,7 +365,13 @@ def run_experiment(**params: Any) -> ExperimentResult:
 
 def results_table(results: Sequence[ExperimentResult]) -> pd.DataFrame:
     """One row per result (method, arch, seed, clean, RA, mCE, adversarial accuracies)."""
-    return pd.DataFrame([r.summary() for r in results])
+    df = pd.DataFrame([r.summary() for r in results])
+    first = ["method", "arch", "dataset", "seed", "epochs", "clean_acc", "clean_acc_subset", "ra",
+             "mce"]
+    adv = sorted((c for c in df.columns if c.startswith("adv_")),
+                 key=lambda c: (c.split("@")[0], float(c.split("@")[1])))
+    cols = [c for c in first if c in df.columns] + adv
+    return df[cols + [c for c in df.columns if c not in cols]]
 
 
 def run_dir_of(**params: Any) -> Path:
