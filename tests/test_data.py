@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from studykit import data as sd
+from studykit import synthetic
 from studykit.data import (
     SYNTHETIC_CLASSES,
     CorruptedSet,
@@ -87,7 +88,7 @@ def test_synthetic_class_balance(synth):
     odd = make_synthetic(1234, 0, seed=3)
     counts = torch.bincount(odd.y_train, minlength=10)
     assert counts.sum() == 1234
-    assert (counts - 123.4).abs().max() <= sd._CHUNK / 10  # only the last chunk is partial
+    assert (counts - 123.4).abs().max() <= synthetic._CHUNK / 10  # only the last chunk is partial
 
 
 def test_synthetic_generation_time(synth10k):
