@@ -504,28 +504,12 @@ def _snow(x, p, generator):
     return x + layer + layer.flip(-2, -1)
 
 
-def _frost_texture(n: int, h: int, w: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Procedural stand-in for the reference's frost photographs, (n, 3, h, w) in [0, 1].
-
-    A plasma-fractal density (thick and thin frost) modulates a network of bright ridges
-    (the zero crossings of smoothed noise at two scales, like ice-crystal edges); the grey
-    texture is tinted pale blue; mean about 0.5, standard deviation about 0.12.
-    """
-    size = _plasma_size(h, w)
-    density = _plasma_fractal(n, size, 2.0, generator)[:, None, :h, :w].float()
-    veins = torch.zeros(n, 1, h, w, device=_rng_device(generator))
-    for sigma, weight in ((2.0, 0.6), (1.0, 0.4)):
-        noise = _gaussian_blur(_randn((n, 1, h, w), generator), sigma, mode="symmetric")
-        noise = noise / noise.std(dim=(2, 3), keepdim=True).clamp(min=1e-6)
-        veins += weight * (1 - 1.5 * noise.abs()).clamp(min=0) ** 2
-    grey = 0.3 + 0.3 * density + 0.7 * veins * (0.3 + 0.7 * density)
-    tint = torch.tensor([0.85, 0.93, 1.0], device=grey.device).view(1, 3, 1, 1)
-    return (grey * tint).clamp(0, 1)
-
-
 def _frost(x, p, generator):
+    # Imported here: studykit.frost builds its texture from this module's noise and filters.
+    from studykit.frost import synthesized_frost
+
     b, _, h, w = x.shape
-    return p[0] * x + p[1] * _frost_texture(b, h, w, generator).to(x)
+    return p[0] * x + p[1] * synthesized_frost(b, h, w, generator).to(x)
 
 
 def _fog(x, p, generator):

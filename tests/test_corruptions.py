@@ -19,6 +19,7 @@ from studykit.corruptions import (
     corrupt,
     list_corruptions,
 )
+from studykit.frost import synthesized_frost
 
 ALL = list_corruptions("all")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -298,7 +299,7 @@ def test_plasma_fractal_maps():
 
 
 def test_frost_texture_is_bright_and_blue():
-    t = C._frost_texture(8, 32, 32, gen())
+    t = synthesized_frost(8, 32, 32, gen())
     assert t.shape == (8, 3, 32, 32) and 0.35 < t.mean() < 0.65
     r, g, b = t.mean((0, 2, 3))
     assert r < g < b
