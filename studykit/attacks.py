@@ -11,8 +11,10 @@ PGD (Madry et al., 2018) maximizes the loss inside an eps ball around ``x``::
 with ``s = sign`` for Linf and ``s = g / ||g||_2`` (per sample) for L2. One loop serves both
 norms; each norm only supplies three small hooks (random start, step direction, projection),
 in the style of foolbox and torchattacks. FAT-style early stopping (Zhang et al., 2020,
-"Attacks which do not kill training make adversarial learning stronger") stops each sample's
-attack ``early_stop`` steps after it is first misclassified.
+"Attacks which do not kill training make adversarial learning stronger") gives each sample a
+budget of ``early_stop`` misclassified steps (FAT's tau) and stops it at the next misclassified
+point once the budget is spent; in eval mode only the samples still active are computed, so the
+early stop saves the time it promises.
 
 ``spatial_worst_of_k`` is the worst-of-k random rotation + translation attack used for the
 CIFAR10-STA evaluation (Engstrom et al., 2019), and ``adversarial_accuracy`` gives the
@@ -40,6 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+
+from studykit.rng import device_generator
 
 __all__ = [
     "NORMS",
@@ -99,8 +103,9 @@ def attack_mode(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Modu
     """Prepare ``model`` for an inner maximization and restore it afterwards.
 
     Inside the block the model is in eval mode (when ``eval_mode``), its parameters do not
-    require grad (so no parameter gradients are computed or accumulated) and gradients are
-    enabled even if the caller is under ``torch.no_grad()``. On exit, even on an exception,
+    require grad (so no parameter gradients are computed or accumulated), gradients are
+    enabled even if the caller is under ``torch.no_grad()``, and autocast is off (inner
+    maximizations run in fp32). On exit, even on an exception,
     every submodule's ``training`` flag and every parameter's ``requires_grad`` are restored.
 
     With ``eval_mode=False`` the model keeps its modes, so train-mode BatchNorm layers
@@ -131,7 +136,11 @@ def attack_mode(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Modu
             model.eval()
         for p, _ in grad_flags:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        # Inner maximizations run in fp32 even under a training loop's bf16 autocast: a bf16
+        # cast of the first layer's input rounds values near 1 to steps of 1/256, which erases
+        # perturbations smaller than a grey level (Linf 1/255, L2 0.1 attacks).
+        with torch.enable_grad(), torch.autocast("cuda", enabled=False), \
+                torch.autocast("cpu", enabled=False):
             yield model
     finally:
         with torch.no_grad():
@@ -264,6 +273,39 @@ def _check_count(name: str, value: int | None, allow_none: bool = False) -> None
 # PGD.
 
 
+def _grad_of(loss: Tensor, x_adv: Tensor, targeted: bool) -> Tensor:
+    if loss.ndim > 0:
+        loss = loss.sum()
+    (grad,) = torch.autograd.grad(loss, x_adv)
+    return -grad if targeted else grad
+
+
+def _input_grad(model: nn.Module, x_adv: Tensor, y: Tensor, loss_fn: LossFn,
+                targeted: bool) -> Tensor:
+    x_adv = x_adv.detach().requires_grad_(True)
+    return _grad_of(loss_fn(model(x_adv), y), x_adv, targeted)
+
+
+def _pgd_update(x: Tensor, x_adv: Tensor, grad: Tensor, hooks: _Norm, step_size: float,
+                eps: float) -> Tensor:
+    delta = x_adv.detach() - x + step_size * hooks.direction(grad)
+    return (x + hooks.project(delta, eps)).clamp(0, 1)
+
+
+@torch.no_grad()
+def _fat_check(logits: Tensor, y: Tensor, budget: Tensor, idx: Tensor, targeted: bool,
+               active: Tensor | None = None) -> Tensor:
+    """FAT's test at the current point of samples ``idx``: which step on (spending budget)."""
+    pred = logits.argmax(dim=1)
+    hit = pred == y if targeted else pred != y
+    if active is not None:
+        hit = hit & active
+    b = budget[idx]
+    go = ~hit | (b > 0)
+    budget[idx] = b - (hit & (b > 0)).long()
+    return go
+
+
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -305,14 +347,18 @@ def pgd(
             a per-sample loss is summed. Default cross-entropy with ``reduction="sum"``, so a
             sample's gradient does not depend on the batch size.
         targeted: descend the loss towards the classes ``y`` instead of ascending it.
-        early_stop: FAT-style early stopping: a sample stops ``early_stop`` steps after it is
-            first misclassified (for ``targeted``: first classified as its target), judged on
-            the forward pass of each step; ``0`` keeps the first misclassified point. Stopped
-            samples keep their perturbation (they still go through the forward pass, so
-            batch statistics see the whole batch). ``None`` (default) never stops.
-        generator: source of the random start; draws are made on the generator's device (CPU
-            when ``None``, from the global RNG) and moved to ``x.device``, so a seeded
-            generator gives the same ``x_adv`` every time.
+        early_stop: FAT's tau: a per-sample budget of misclassified steps. The forward of each
+            step is checked before the update: a sample misclassified (for ``targeted``:
+            classified as its target) with budget 0 stops at that point, one with budget left
+            spends one and steps on, a correct one steps on. ``0`` keeps the first misclassified
+            point (the random start included). Stopped samples keep their perturbation. In
+            eval mode only active samples are computed (one host synchronization per step); in
+            train mode every forward takes the whole batch so batch statistics see it.
+            ``None`` (default) never stops and never synchronizes.
+        generator: source of the random start. A generator on another device than ``x``
+            (a method's CPU generator for CUDA data) seeds a generator on ``x.device`` from one
+            draw (``studykit.rng.device_generator``), so the start is drawn where ``x`` lives
+            and a seeded generator still gives the same ``x_adv`` every time on one device.
         eval_mode: run the model in eval mode (default). With ``False`` the model keeps its
             train/eval modes (train-mode BatchNorm uses batch statistics), but BN running
             statistics are saved and restored, so they are never updated. See
@@ -349,40 +395,53 @@ def pgd(
         return x.clone()
 
     if random_start:
-        delta = hooks.random_start(x, eps, generator)
+        delta = hooks.random_start(x, eps, device_generator(generator, x.device))
         x_adv = (x + delta).clamp(0, 1)
     else:
         x_adv = x.clone()
 
     model = _unwrap(model)
-    n = x.shape[0]
-    first_hit = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    if early_stop is None:
+        with attack_mode(model, eval_mode=eval_mode):
+            for _ in range(steps):
+                grad = _input_grad(model, x_adv, y, loss_fn, targeted)
+                x_adv = _pgd_update(x, x_adv, grad, hooks, step_size, eps)
+        return x_adv.detach()
+
+    # FAT (Zhang et al., 2020, ``earlystop``): every sample has a budget of ``early_stop``
+    # misclassified steps. At each step the forward at the current point is checked first: a
+    # sample that is misclassified with no budget left stops there; a misclassified sample with
+    # budget left spends one and steps on; a correctly classified one steps on for free. In eval
+    # mode samples do not interact, so each step runs on the samples still active only (one
+    # host synchronization per step, to gather them); in train mode the whole batch goes
+    # through every forward so batch statistics see it, and stopped samples stay put.
+    budget = torch.full((x.shape[0],), int(early_stop), dtype=torch.long, device=x.device)
+    subset = eval_mode
     with attack_mode(model, eval_mode=eval_mode):
-        for step in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            logits = model(x_adv)
-            loss = loss_fn(logits, y)
-            if loss.ndim > 0:
-                loss = loss.sum()
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = x_adv.detach()
-            if targeted:
-                grad = -grad
-
-            delta = x_adv - x + step_size * hooks.direction(grad)
-            x_next = (x + hooks.project(delta, eps)).clamp(0, 1)
-
-            if early_stop is None:
-                x_adv = x_next
-                continue
-            with torch.no_grad():
-                pred = logits.argmax(dim=1)
-                hit = pred == y if targeted else pred != y
-                first_hit = torch.where((first_hit < 0) & hit, step, first_hit)
-                active = (first_hit < 0) | (step - first_hit < early_stop)
-            x_adv = torch.where(_per_sample(active, x_adv), x_next, x_adv)
-            if not bool(active.any()):
-                break
+        if subset:
+            idx = torch.arange(x.shape[0], device=x.device)
+            for _ in range(steps):
+                xa = x_adv[idx].requires_grad_(True)
+                logits = model(xa)
+                grad = _grad_of(loss_fn(logits, y[idx]), xa, targeted)
+                go = _fat_check(logits, y[idx], budget, idx, targeted)
+                keep = go.nonzero().squeeze(1)  # the one synchronization of the step
+                if keep.numel() == 0:
+                    break
+                idx, grad = idx[keep], grad[keep]
+                x_adv[idx] = _pgd_update(x[idx], x_adv[idx], grad, hooks, step_size, eps)
+        else:
+            active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            every = torch.arange(x.shape[0], device=x.device)
+            for _ in range(steps):
+                xa = x_adv.detach().requires_grad_(True)
+                logits = model(xa)
+                grad = _grad_of(loss_fn(logits, y), xa, targeted)
+                active &= _fat_check(logits, y, budget, every, targeted, active)
+                step = _pgd_update(x, x_adv, grad, hooks, step_size, eps)
+                x_adv = torch.where(_per_sample(active, x_adv), step, x_adv)
+                if not bool(active.any()):
+                    break
     return x_adv.detach()
 
 

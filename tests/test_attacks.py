@@ -257,20 +257,66 @@ def test_early_stop_is_per_sample(model, data, norm, early_stop):
     trajectory = [pgd(model, x, y, steps=s, **kw) for s in range(steps + 1)]
     with torch.no_grad():
         wrong = torch.stack([model(xs).argmax(1) != y for xs in trajectory[:steps]])
-    first_wrong = torch.where(wrong.any(0), wrong.float().argmax(0), torch.full_like(y, steps + 1))
-    stop_at = (first_wrong + early_stop).clamp(max=steps)
+    # FAT: a sample stops at its (tau + 1)-th misclassified evaluation.
+    count = wrong.long().cumsum(0)
+    reached = count >= early_stop + 1
+    stop_at = torch.where(reached.any(0), reached.float().argmax(0), torch.full_like(y, steps))
     expected = torch.stack([trajectory[int(s)][i] for i, s in enumerate(stop_at)])
 
     x_adv = pgd(model, x, y, steps=steps, early_stop=early_stop, **kw)
     torch.testing.assert_close(x_adv, expected, rtol=0, atol=1e-6)
 
     # The toy problem must exercise all cases: wrong at the start, stopped midway, never stopped.
-    assert (first_wrong == 0).any()
-    assert ((first_wrong > 0) & (first_wrong + early_stop < steps)).any()
+    assert wrong[0].any()
+    assert ((stop_at > 0) & (stop_at < steps)).any()
     assert (stop_at == steps).any()
     if early_stop == 0:
-        start_wrong = first_wrong == 0
-        assert torch.equal(x_adv[start_wrong], x[start_wrong])
+        assert torch.equal(x_adv[wrong[0]], x[wrong[0]])
+
+
+class ScriptedNet(nn.Module):
+    """Classifies sample i (its id is written in pixel (0, 0, 0)) as wrong or right at each
+    call as its script says, with a gradient of constant sign so every step moves it."""
+
+    def __init__(self, scripts: list[str]):
+        super().__init__()
+        self.scripts = scripts
+        self.calls = 0
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        ids = ((x[:, 0, 0, 0] - 0.05) * 10).round().long()
+        wrong = torch.tensor([self.scripts[int(i)][self.calls] == "x" for i in ids])
+        self.calls += 1
+        logits = torch.stack([(~wrong).float(), wrong.float()], 1) * 10
+        return logits + self.w * x.flatten(1).mean(1, keepdim=True) * torch.tensor([1.0, -1.0])
+
+
+def fat_steps(script: str, tau: int) -> int:
+    """Friendly Adversarial Training's rule, one sample at a time, as a plain loop."""
+    budget = tau
+    for step, mark in enumerate(script):
+        if mark == "x":
+            if budget == 0:
+                return step
+            budget -= 1
+    return len(script)
+
+
+@pytest.mark.parametrize("eval_mode", [True, False])
+@pytest.mark.parametrize("tau", [0, 1, 2])
+def test_fat_tau_counts_misclassified_steps_only(tau, eval_mode):
+    # "x": misclassified at that step's check, ".": correct. The third script is wrong, then
+    # right, then wrong again: counting steps after the first hit would stop it too early.
+    scripts = ["......", "x.....", "x.x...", ".x.x.x", "xxxxxx", "..x..x"]
+    n, steps, step = len(scripts), 6, 1e-3
+    x = torch.full((n, 1, 2, 2), 0.5)
+    x[:, 0, 0, 0] = torch.arange(n) / 10 + 0.05
+    net = ScriptedNet(scripts)
+    x_adv = pgd(net, x, torch.zeros(n, dtype=torch.long), eps=1.0, steps=steps, step_size=step,
+                random_start=False, early_stop=tau, eval_mode=eval_mode)
+    taken = ((x_adv - x)[:, 0, 1, 1].abs() / step).round().long()
+    assert taken.tolist() == [fat_steps(s, tau) for s in scripts]
 
 
 # ---------------------------------------------------------------------------------------------
