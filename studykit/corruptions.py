@@ -48,10 +48,10 @@ How each corruption relates to the reference:
   ImageMagick 6.8+/7 (older releases supersampled the kernel and truncated the offsets), not
   a binary, so small differences to the released files remain. As in ImageMagick, the radius
   only sets the kernel width, so severities 3 (6, 2) and 4 (8, 2) are the same blur.
-* frost: the reference blends crops of frost photographs that are not available here;
-  this module synthesizes a frost texture procedurally (a plasma-fractal density with ridged
-  noise "crystal" veins, tinted pale blue), batched and per image. Its statistics only
-  roughly match the photographs, so frost is the least faithful corruption.
+* frost: the reference blends crops of five frost photographs that the kit does not ship;
+  ``studykit.frost`` synthesizes a procedural frost texture instead (ice ridges over a
+  per-image "photo style" of level and colour), calibrated to the photographs' crop
+  statistics. It matches statistics, not pixels, so frost is the least faithful corruption.
 * spatter: mud mode is exact; water mode re-implements the reference's OpenCV chain
   (Canny edges of the liquid layer, 5x5 chamfer L2 distance transform, truncation, box blur,
   histogram equalization, emboss filter) in batched torch; OpenCV's Canny tie-breaking is
@@ -73,6 +73,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from studykit.frost import synthesized_frost
 
 logger = logging.getLogger(__name__)
 
@@ -505,9 +507,6 @@ def _snow(x, p, generator):
 
 
 def _frost(x, p, generator):
-    # Imported here: studykit.frost builds its texture from this module's noise and filters.
-    from studykit.frost import synthesized_frost
-
     b, _, h, w = x.shape
     return p[0] * x + p[1] * synthesized_frost(b, h, w, generator).to(x)
 

@@ -19,7 +19,6 @@ from studykit.corruptions import (
     corrupt,
     list_corruptions,
 )
-from studykit.frost import synthesized_frost
 
 ALL = list_corruptions("all")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -296,13 +295,6 @@ def test_plasma_fractal_maps():
     # a smooth field: neighbours are far closer than random pairs
     step = (maps[:, 1:] - maps[:, :-1]).abs().mean()
     assert step < 0.5 * (maps - maps.roll(16, 1)).abs().mean()
-
-
-def test_frost_texture_is_bright_and_blue():
-    t = synthesized_frost(8, 32, 32, gen())
-    assert t.shape == (8, 3, 32, 32) and 0.35 < t.mean() < 0.65
-    r, g, b = t.mean((0, 2, 3))
-    assert r < g < b
 
 
 # ----------------------------------------------------------------------------- references
