@@ -28,6 +28,7 @@ from studykit import evaluation, models, profiles
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
 from studykit.methods import Method, create_method, method_config_fields
 from studykit.paths import data_root
+from studykit.rng import derive_seed
 from studykit.runs import Run, config_hash, write_csv_atomic, write_json_atomic
 from studykit.train import CheckpointError, FitResult, TrainConfig, fit, load_checkpoint
 
@@ -217,7 +218,7 @@ def _fit(run: Run, cfg: dict[str, Any], ds: ImageDataset, method: Method) -> Fit
     loader = DeviceLoader(ds.x_train, ds.y_train, train["batch_size"], device=device,
                           train=True, seed=train["seed"])
     test_loader = DeviceLoader(ds.x_test, ds.y_test, 500, device=device, train=False)
-    torch.manual_seed(train["seed"])  # the initial weights are part of the run
+    torch.manual_seed(derive_seed(train["seed"], "init"))  # the initial weights: their own stream
     model = models.create_model(train["arch"], ds.num_classes, width=train["width"])
     return fit(model, method, loader, _train_config(train), device=device,
                test_loader=test_loader, checkpoint_path=run.checkpoint,

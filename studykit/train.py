@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from studykit.methods import Method
+from studykit.rng import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class TrainConfig:
         amp: bf16 autocast; None means on for CUDA, off on CPU.
         channels_last: memory format; None means on for CUDA.
         grad_clip: max gradient norm, or None.
-        seed: seeds the method's generator and the global RNG.
+        seed: the run's seed; the method's generator and the global RNG get separate streams
+            derived from it (``studykit.rng.derive_seed``).
     """
 
     epochs: int = 200
@@ -192,8 +194,8 @@ def fit(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
     )
-    method.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    method.seed(derive_seed(cfg.seed, "method"))
+    torch.manual_seed(derive_seed(cfg.seed, "global"))
 
     start_epoch, history = 0, []
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -212,19 +214,25 @@ def fit(
         log.info("resuming from %s at epoch %d/%d", ckpt, start_epoch, cfg.epochs)
 
     steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    # Running sums stay on the device and are read once per epoch (and every
+    # ``refresh`` steps for the progress bar), so a step never waits for the device to log.
+    refresh = 1 if device.type == "cpu" else max(steps_per_epoch // 10, 1)
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        n_seen = correct = 0
-        loss_sum = 0.0
+        sums: dict[str, torch.Tensor | float] = {}
+        n_seen = 0
+        correct = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), device=device)
         bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    leave=False, disable=not progress)
         for i, (x, y) in enumerate(bar):
             step = epoch * steps_per_epoch + i
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step, steps_per_epoch)
+            method.set_progress(step, total_steps)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -237,19 +245,20 @@ def fit(
             opt.step()
             b = y.numel()
             n_seen += b
-            loss_sum += out.loss.item() * b
-            correct += (out.logits.argmax(1) == y).sum().item()
+            loss_sum += out.loss.detach().float() * b
+            correct += (out.logits.detach().argmax(1) == y).sum()
             for k, v in out.metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
-            if progress:
-                bar.set_postfix(loss=f"{loss_sum / n_seen:.3f}",
-                                acc=f"{100 * correct / n_seen:.1f}")
+                v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                sums[k] = sums.get(k, 0.0) + v * b
+            if progress and (i + 1) % refresh == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
+                                acc=f"{100 * float(correct) / n_seen:.1f}")
         record = {
             "epoch": epoch + 1,
             "lr": float(opt.param_groups[0]["lr"]),
-            "train_loss": loss_sum / max(n_seen, 1),
-            "train_acc": 100.0 * correct / max(n_seen, 1),
-            **{k: v / max(n_seen, 1) for k, v in sums.items()},
+            "train_loss": float(loss_sum) / max(n_seen, 1),
+            "train_acc": 100.0 * float(correct) / max(n_seen, 1),
+            **{k: float(v) / max(n_seen, 1) for k, v in sums.items()},
             "seconds": time.perf_counter() - t0,
         }
         if test_loader is not None:

@@ -68,7 +68,9 @@ def test_method_contract(name):
     assert out.logits.shape == (16, 4)
     out.loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    assert all(isinstance(v, float) for v in out.metrics.values())
+    # Metrics are floats or 0-dim tensors (read by the trainer once per epoch).
+    assert all(isinstance(v, float) or (torch.is_tensor(v) and v.ndim == 0)
+               for v in out.metrics.values())
     assert m.eval_model(model) is model
     # Same generator seed -> same step.
     m2 = methods.create_method(name, **FAST_OVERRIDES.get(name, {}))
@@ -102,33 +104,92 @@ def test_augmax_search_raises_the_loss_over_its_random_start(trained):
     chains = augmix_chains(x, params)
     res = augmax_search(trained, x, y, chains, steps=10, early_stop=None,
                         generator=torch.Generator().manual_seed(1))
-    assert res.losses[-1] > res.losses[0] + 1e-3
-    assert (res.steps_taken == 10).all()
+    with torch.no_grad():
+        end = F.cross_entropy(trained(res.images(x, chains)), y)
+    assert end > res.start_loss + 1e-3
+    assert (res.steps_taken == 10).all() and res.computed == 64 * 10
     assert ((res.m >= 0) & (res.m <= 1)).all()
-    x_adv = mix(x, chains, F.softmax(res.p, 1), res.m)
+    x_adv = res.images(x, chains)
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-def test_augmax_search_stops_each_sample_after_its_first_misclassified_step(trained):
-    x, y = _toy_batch(64, seed=3)
+def _search_case(trained, n_wrong=8, seed=3):
+    x, y = _toy_batch(64, seed=seed)
     y = y.clone()
-    y[:8] = (y[:8] + 1) % 4  # wrong labels: misclassified from the start
+    y[:n_wrong] = (y[:n_wrong] + 1) % 4  # wrong labels: misclassified from the start
     chains = augmix_chains(x, sample_augmix_params(64, generator=torch.Generator().manual_seed(0)))
-    start_g = torch.Generator().manual_seed(5)
-    m0 = torch.rand(64, generator=start_g)
-    p0 = torch.rand(64, 3, generator=start_g)
+    return x, y, chains
+
+
+def test_augmax_search_every_sample_takes_a_step_and_stops_when_fooled(trained):
+    x, y, chains = _search_case(trained)
     res = augmax_search(trained, x, y, chains, steps=10, early_stop=1,
                         generator=torch.Generator().manual_seed(5))
-    # Samples misclassified at the random start never move: they keep their start values.
-    assert (res.steps_taken[:8] == 0).all()
-    assert torch.equal(res.m[:8], m0[:8]) and torch.equal(res.p[:8], p0[:8])
-    # The others moved; those still correct at the end used every step.
-    assert (res.steps_taken[8:] > 0).any()
-    final = trained(mix(x, chains, F.softmax(res.p, 1), res.m)).argmax(1) == y
+    # Algorithm 1 checks after each update: a sample misclassified at its random start still
+    # takes its first step, and (its label being wrong) stops right after it.
+    assert (res.steps_taken >= 1).all()
+    assert (res.steps_taken[:8] == 1).all()
+    final = trained(res.images(x, chains)).argmax(1) == y
     assert (res.steps_taken[final] == 10).all()
-    # Every stopped sample stopped on a misclassified point: it is misclassified now.
     stopped = res.steps_taken < 10
-    assert not final[stopped].any()
+    assert stopped[8:].any() and not final[stopped].any()
+    # Only active samples are computed: the cost is the sum of the steps taken.
+    assert res.computed < 64 * 10
+    assert res.computed == int(res.steps_taken.sum()) + int(stopped.sum())
+    # Each sample's result is where an unstopped search was after as many steps (in eval mode
+    # the samples do not interact, so computing a subset changes nothing).
+    for t in sorted(set(res.steps_taken.tolist())):
+        full = augmax_search(trained, x, y, chains, steps=t, early_stop=None,
+                             generator=torch.Generator().manual_seed(5))
+        sel = res.steps_taken == t
+        torch.testing.assert_close(res.m[sel], full.m[sel], rtol=0, atol=1e-6)
+        torch.testing.assert_close(res.p[sel], full.p[sel], rtol=0, atol=1e-6)
+
+
+def test_augmax_search_reference_rule_stops_the_batch_not_the_sample(trained):
+    x, y, chains = _search_case(trained)
+    ref = augmax_search(trained, x, y, chains, steps=10, early_stop=1, stop_rule="reference",
+                        generator=torch.Generator().manual_seed(5))
+    # Every sample ascends together (the reference's mask is a no-op) ...
+    assert ref.steps_taken.unique().numel() == 1 and ref.computed >= 64
+    # ... and with every sample misclassified at the start the batch takes no step at all,
+    # where Algorithm 1 takes one.
+    y_all_wrong = (y + 1) % 4
+    with torch.no_grad():
+        start = augmax_search(trained, x, y_all_wrong, chains, steps=0,
+                              generator=torch.Generator().manual_seed(5))
+        assert (trained(start.images(x, chains)).argmax(1) != y_all_wrong).all()
+    none = augmax_search(trained, x, y_all_wrong, chains, steps=10, stop_rule="reference",
+                         generator=torch.Generator().manual_seed(5))
+    one = augmax_search(trained, x, y_all_wrong, chains, steps=10, stop_rule="paper",
+                        generator=torch.Generator().manual_seed(5))
+    assert (none.steps_taken == 0).all() and (one.steps_taken >= 1).all()
+    with pytest.raises(ValueError, match="unknown stop_rule 'fat'; choose one of: paper"):
+        methods.create_method("augmax", stop_rule="fat")
+
+
+def test_three_views_without_dual_layers_are_one_forward():
+    # A plain-BN model must normalize the three views with one set of batch statistics.
+    from studykit.methods.consistency import three_view_step
+
+    torch.manual_seed(0)
+    a = create_model("small_cnn", 4, width=8).train()
+    b = create_model("small_cnn", 4, width=8).train()
+    b.load_state_dict(a.state_dict())
+    x, y = _toy_batch(16)
+    xh, xm = x.flip(-1), x.flip(-2)
+    out = three_view_step(a, x, y, xh, xm, jsd_lambda=10.0)
+    logits_b = b(torch.cat([x, xh, xm]))
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=k)
+    torch.testing.assert_close(out.logits, logits_b[:16], rtol=1e-5, atol=1e-5)
+    # AugMax with plain BN: the search runs in eval mode, training takes one forward.
+    m = methods.create_method("augmax", norm="bn", steps=2)
+    model = m.prepare_model(create_model("small_cnn", 4, width=8)).train()
+    m.training_step(model, x, y)
+    tracked = {int(mod.num_batches_tracked) for mod in model.modules()
+               if isinstance(mod, torch.nn.BatchNorm2d)}
+    assert tracked == {1}
 
 
 def test_augmax_search_leaves_bn_statistics_and_mode_alone():
@@ -199,6 +260,23 @@ def test_pgd_at_trains_on_examples_inside_the_ball(monkeypatch, trained):
         methods.create_method("pgd_at", preset="linf_3")
 
 
+def test_pgd_at_eps_ramp_is_a_function_of_the_step(monkeypatch):
+    from studykit.methods.pgd_at import ramp_scale
+
+    assert ramp_scale(0, 100, 0.0) == 1.0
+    assert ramp_scale(9, 100, 0.5) == pytest.approx(10 / 50)
+    assert ramp_scale(49, 100, 0.5) == 1.0 and ramp_scale(99, 100, 0.5) == 1.0
+    m = methods.create_method("pgd_at", eps_ramp=0.5, steps=2)
+    model = create_model("small_cnn", 4, width=8).train()
+    x, y = _toy_batch(16)
+    for step, total in [(4, 100), (70, 100), (4, 100)]:
+        m.set_progress(step, total)
+        out = m.training_step(model, x, y)
+        assert out.metrics["eps"] == pytest.approx(8 / 255 * ramp_scale(step, total, 0.5))
+    with pytest.raises(ValueError, match="eps_ramp must be .* got 2"):
+        methods.create_method("pgd_at", eps_ramp=2)
+
+
 def test_unknown_norm_is_an_error():
     with pytest.raises(ValueError, match="unknown norm 'gn'; choose one of: bn, dubn, dubin, ibn"):
         methods.create_method("augmax", norm="gn")
@@ -209,8 +287,9 @@ def test_worst_of_k_levels_picks_the_highest_loss_draw(trained):
 
     x, y = _toy_batch(16, seed=4)
     params = sample_augmix_params(16, generator=torch.Generator().manual_seed(0))
-    worst = worst_of_k_levels(trained, x, y, params, k=5,
-                              generator=torch.Generator().manual_seed(1))
+    worst, chains = worst_of_k_levels(trained, x, y, params, k=5,
+                                      generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(chains, augmix_chains(x, worst))
     assert torch.equal(worst.op, params.op) and torch.equal(worst.w, params.w)
 
     def loss_of(p):

@@ -95,9 +95,11 @@ def test_fit_learns_and_records_history():
     assert not res.model.training
 
 
-@pytest.mark.parametrize("method", ["standard", "augmix"])
+@pytest.mark.parametrize("method", ["standard", "augmix", "pgd_at"])
 def test_interrupted_fit_resumes_to_identical_weights(tmp_path, method):
-    # augmix draws from the method's generator: its state must be restored too.
+    # augmix draws from the method's generator: its state must be restored too. pgd_at ramps
+    # its eps over the first half of training: the ramp must follow the global step.
+    overrides = {"pgd_at": {"eps_ramp": 0.5, "steps": 2}}.get(method, {})
     ds, _ = _tiny_data(256)
     cfg = TrainConfig(epochs=3, lr=0.05)
 
@@ -110,7 +112,7 @@ def test_interrupted_fit_resumes_to_identical_weights(tmp_path, method):
             if epoch == stop_after:
                 raise KeyboardInterrupt
 
-        return fit(model, methods.create_method(method), loader, cfg,
+        return fit(model, methods.create_method(method, **overrides), loader, cfg,
                    checkpoint_path=ckpt, callbacks=[stop], progress=False)
 
     full = train(tmp_path / "a.pt")
@@ -122,6 +124,27 @@ def test_interrupted_fit_resumes_to_identical_weights(tmp_path, method):
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
     assert full.history["train_loss"].tolist() == resumed.history["train_loss"].tolist()
+
+
+def test_seed_streams_are_separate():
+    from studykit.rng import derive_seed
+
+    ds, _ = _tiny_data(64)
+    m = methods.create_method("augmix")
+    fit(create_model("small_cnn", 10, width=8), m, DeviceLoader(ds.x_train, ds.y_train, 64),
+        TrainConfig(epochs=0, seed=3), progress=False)
+    method_draws = torch.rand(1000, generator=m.generator)
+    global_draws = torch.rand(1000)
+    torch.manual_seed(derive_seed(3, "init"))
+    init_draws = torch.rand(1000)
+    torch.manual_seed(3)
+    plain = torch.rand(1000)
+    streams = [method_draws, global_draws, init_draws, plain]
+    for i, a in enumerate(streams):
+        for b in streams[i + 1:]:
+            assert not torch.equal(a, b)
+    expected = torch.rand(1000, generator=torch.Generator().manual_seed(derive_seed(3, "method")))
+    assert torch.equal(method_draws, expected)
 
 
 def test_corrupt_checkpoint_raises_clear_error(tmp_path):

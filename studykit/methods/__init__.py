@@ -9,6 +9,7 @@ Every training method is one module in this package behind one interface, so the
         def prepare_model(self, model) -> nn.Module    # e.g. convert BN to DuBIN
         def training_step(self, model, x, y) -> StepOutput
         def eval_model(self, model) -> nn.Module       # e.g. route dual BN to the clean BN
+        def set_progress(self, step, total_steps)      # optional: schedules (eps ramp, warm-up)
 
 ``create_method(name, **overrides)`` and ``list_methods(pattern)`` mirror timm's
 ``create_model``/``list_models``.
@@ -40,12 +41,14 @@ class StepOutput:
         loss: the scalar to minimize (the trainer calls ``backward`` on it).
         logits: logits of the batch the loss is on (the clean one where there is one), for
             the running training accuracy.
-        metrics: extra scalars to log (floats), averaged per epoch by the trainer.
+        metrics: extra scalars to log, averaged per epoch by the trainer: 0-dim tensors on
+            the device (the trainer reads them once per epoch, so a step never waits for the
+            device to log) or Python floats.
     """
 
     loss: torch.Tensor
     logits: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +83,12 @@ class Method:
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Training progress, called by the loop before every step with the global step
+        (0-based) and the total number of steps. What a method derives from it (PGD-AT's eps
+        ramp, a warm-up of plain augmentation) must be a pure function of these two numbers,
+        so a resumed run equals an uninterrupted one. Default: ignored."""
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model

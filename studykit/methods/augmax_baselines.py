@@ -24,20 +24,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import attack_mode, pgd
+from studykit.augmax_search import augmax_search, check_stop_rule
 from studykit.augmentations import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
-from studykit.methods.augmax import augmax_search, three_view_step
+from studykit.methods.augmax import search_metrics
 from studykit.methods.augmix import NormChoice, check_norm
+from studykit.methods.consistency import three_view_step
 from studykit.normalization import bn_route
 
 
 def worst_of_k_levels(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: AugMixParams, *, k: int = 5,
     severity: float = 3.0, generator: torch.Generator | None = None,
-) -> AugMixParams:
+) -> tuple[AugMixParams, torch.Tensor]:
     """Per image, the op levels/signs (out of k draws) whose AugMix image has the largest loss.
 
     Ops, depths and mixing weights stay those of ``params``; only magnitudes are searched.
+
+    Returns:
+        The chosen parameters and their chains (width, N, C, H, W), already computed here.
     """
     n = x.shape[0]
     draws = sample_augmix_params(k * n, width=params.width, depth=params.op.shape[2],
@@ -51,7 +56,7 @@ def worst_of_k_levels(
         x_trial = mix(x.repeat(k, 1, 1, 1), chains, trial.w, trial.m)
         loss = F.cross_entropy(model(x_trial), y.repeat(k), reduction="none").view(k, n)
     best = loss.argmax(0) * n + torch.arange(n, device=x.device)
-    return trial.select(best)
+    return trial.select(best), chains[:, best]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +67,7 @@ class BaselineConfig(MethodConfig):
     steps: int = 10  # AugMax mixing steps (advmax)
     step_size: float = 0.1
     early_stop: int | None = 1
+    stop_rule: str = "paper"  # AugMax search early-stop rule (advmax)
     pgd_eps: float = 8 / 255  # augmix_pgdat
     pgd_steps: int = 10
     width: int = 3
@@ -71,13 +77,15 @@ class BaselineConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
+        check_stop_rule(self.stop_rule)
 
 
 class _Baseline(NormChoice, Method):
     Config = BaselineConfig
 
     def hard_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    params: AugMixParams) -> torch.Tensor:
+                    params: AugMixParams) -> tuple[torch.Tensor, dict]:
+        """The hard view and its search's metrics."""
         raise NotImplementedError
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
@@ -88,8 +96,10 @@ class _Baseline(NormChoice, Method):
         mix_params = params.select(slice(n, 2 * n))
         x_mix = mix(x, augmix_chains(x, mix_params), mix_params.w, mix_params.m)
         with bn_route(model, "aug"):
-            x_hard = self.hard_images(model, x, y, params.select(slice(0, n)))
-        return three_view_step(model, x, y, x_hard, x_mix, jsd_lambda=c.jsd_lambda)
+            x_hard, metrics = self.hard_images(model, x, y, params.select(slice(0, n)))
+        out = three_view_step(model, x, y, x_hard, x_mix, jsd_lambda=c.jsd_lambda)
+        out.metrics.update(metrics)
+        return out
 
 
 @register_method("augmix_pgdat")
@@ -99,7 +109,7 @@ class AugMixPGDAT(_Baseline):
     def hard_images(self, model, x, y, params):
         c = self.config
         return pgd(model, x, y, eps=c.pgd_eps, steps=c.pgd_steps, norm="linf",
-                   generator=self.generator)
+                   generator=self.generator), {}
 
 
 @register_method("advmix")
@@ -108,9 +118,9 @@ class AdvMix(_Baseline):
 
     def hard_images(self, model, x, y, params):
         c = self.config
-        worst = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
-                                  generator=self.generator)
-        return mix(x, augmix_chains(x, worst), worst.w, worst.m)
+        worst, chains = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
+                                          generator=self.generator)
+        return mix(x, chains, worst.w, worst.m), {}
 
 
 @register_method("advmax")
@@ -119,9 +129,9 @@ class AdvMax(_Baseline):
 
     def hard_images(self, model, x, y, params):
         c = self.config
-        worst = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
-                                  generator=self.generator)
-        chains = augmix_chains(x, worst)
+        _, chains = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
+                                      generator=self.generator)
         s = augmax_search(model, x, y, chains, steps=c.steps, step_size=c.step_size,
-                          early_stop=c.early_stop, generator=self.generator)
-        return mix(x, chains, F.softmax(s.p, dim=1), s.m)
+                          early_stop=c.early_stop, stop_rule=c.stop_rule,
+                          generator=self.generator)
+        return s.images(x, chains), search_metrics(s, x.shape[0], c.steps)

@@ -82,4 +82,4 @@ class AugMix(NormChoice, Method):
         ce = F.cross_entropy(logits, y)
         jsd = jsd_consistency([logits, l1, l2])
         return StepOutput(loss=ce + c.jsd_lambda * jsd, logits=logits,
-                          metrics={"ce": ce.item(), "jsd": jsd.item()})
+                          metrics={"ce": ce.detach(), "jsd": jsd.detach()})

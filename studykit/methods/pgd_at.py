@@ -8,7 +8,14 @@ neither uses batch statistics nor updates BN running statistics; the outer step 
 adversarial batch only. Presets (``studykit.attacks.PGD_PRESETS``): ``linf_8`` (eps 8/255, step
 2/255, 10 steps: the Madry setting), ``linf_1`` (1/255), ``l2_0.5``, ``l2_0.1``. The small-eps
 presets are the ones that help corruption robustness (AugMax Table 10; METHODS.md).
-``early_stop=k`` stops a sample's attack k steps after it is first misclassified (FAT).
+``early_stop=tau`` is FAT's budget of misclassified steps: a sample's attack stops at its
+(tau + 1)-th misclassified step (tau = 0: at the first misclassified point).
+
+``eps_ramp`` (a fraction of training) grows eps and the step size linearly from 0 to their
+values over that first part of training, a pure function of the global step (so a resumed run
+equals an uninterrupted one). Madry et al. train at full eps from the start (``eps_ramp=0``,
+the default); small models with short budgets stay at chance that way, and an eps warm-up is
+the usual remedy (e.g. Gowal et al. 2018, Wong et al. 2020).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.attacks import pgd, pgd_preset
+from studykit.attacks import default_step_size, pgd, pgd_preset
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 
 
@@ -27,9 +34,10 @@ from studykit.methods import Method, MethodConfig, StepOutput, register_method
 class PGDATConfig(MethodConfig):
     """``preset`` fixes norm/eps/step/steps; a non-None ``eps``/``step_size``/``steps`` wins.
 
-    ``early_stop=k``: a sample's attack stops k steps after it is first misclassified (FAT's
-    tau; 0 keeps the first misclassified point). AugMax's option of the same name is a budget
-    of misclassified steps instead (its 1 is this 0).
+    ``early_stop``: FAT's tau, a per-sample budget of misclassified steps checked before each
+    update (0 keeps the first misclassified point, the random start included). AugMax's option
+    of the same name is checked after each update instead (every sample takes a step).
+    ``eps_ramp``: fraction of training over which eps and the step size grow from 0.
     """
 
     preset: str = "linf_8"
@@ -38,9 +46,13 @@ class PGDATConfig(MethodConfig):
     steps: int | None = None
     early_stop: int | None = None
     attack_eval_mode: bool = True
+    eps_ramp: float = 0.0
 
     def __post_init__(self) -> None:
         pgd_preset(self.preset)  # raises for an unknown preset
+        if not 0.0 <= self.eps_ramp <= 1.0:
+            raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], "
+                             f"got {self.eps_ramp!r}")
 
     def attack_kwargs(self) -> dict:
         kw = pgd_preset(self.preset)
@@ -49,18 +61,38 @@ class PGDATConfig(MethodConfig):
                 kw[key] = getattr(self, key)
         if self.eps is not None and self.step_size is None:
             kw["step_size"] = None  # the norm's default for the new eps
+        if kw["step_size"] is None:
+            kw["step_size"] = default_step_size(kw["norm"], kw["eps"], kw["steps"])
         return kw
+
+
+def ramp_scale(step: int, total_steps: int, ramp: float) -> float:
+    """The fraction of eps in use at global ``step``: (step + 1) / (ramp * total), at most 1."""
+    if ramp <= 0 or total_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / (ramp * total_steps))
 
 
 @register_method("pgd_at")
 class PGDAT(Method):
     Config = PGDATConfig
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scale = 1.0
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        self.scale = ramp_scale(step, total_steps, self.config.eps_ramp)
+
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         cfg = self.config
-        x_adv = pgd(model, x, y, **cfg.attack_kwargs(), early_stop=cfg.early_stop,
-                    generator=self.generator, eval_mode=cfg.attack_eval_mode)
+        kw = cfg.attack_kwargs()
+        kw["eps"] *= self.scale
+        kw["step_size"] *= self.scale
+        x_adv = pgd(model, x, y, **kw, early_stop=cfg.early_stop, generator=self.generator,
+                    eval_mode=cfg.attack_eval_mode)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
         return StepOutput(loss=loss, logits=logits,
-                          metrics={"adv_acc": (logits.argmax(1) == y).float().mean().item() * 100})
+                          metrics={"adv_acc": (logits.argmax(1) == y).float().mean() * 100,
+                                   "eps": kw["eps"]})
