@@ -48,10 +48,13 @@ How each corruption relates to the reference:
   ImageMagick 6.8+/7 (older releases supersampled the kernel and truncated the offsets), not
   a binary, so small differences to the released files remain. As in ImageMagick, the radius
   only sets the kernel width, so severities 3 (6, 2) and 4 (8, 2) are the same blur.
-* frost: the reference blends crops of five frost photographs that the kit does not ship;
-  ``studykit.frost`` synthesizes a procedural frost texture instead (ice ridges over a
-  per-image "photo style" of level and colour), calibrated to the photographs' crop
-  statistics. It matches statistics, not pixels, so frost is the least faithful corruption.
+* frost: the reference blends crops of five frost photographs that the kit does not ship.
+  ``studykit.frost`` crops them the reference way when they are installed (checked by
+  sha256; ``studykit.frost.download_frost_photographs``), and otherwise synthesizes a
+  procedural frost texture (ice ridges over a per-image "photo style" of level and colour)
+  calibrated to the photographs' crop statistics. ``studykit.frost.frost_source()`` says
+  which one is in use. The synthesized texture matches statistics, not pixels, so frost is
+  the least faithful corruption without the photographs.
 * spatter: mud mode is exact; water mode re-implements the reference's OpenCV chain
   (Canny edges of the liquid layer, 5x5 chamfer L2 distance transform, truncation, box blur,
   histogram equalization, emboss filter) in batched torch; OpenCV's Canny tie-breaking is
@@ -74,7 +77,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from studykit.frost import synthesized_frost
+from studykit.frost import frost_layer
 
 logger = logging.getLogger(__name__)
 
@@ -508,7 +511,7 @@ def _snow(x, p, generator):
 
 def _frost(x, p, generator):
     b, _, h, w = x.shape
-    return p[0] * x + p[1] * synthesized_frost(b, h, w, generator).to(x)
+    return p[0] * x + p[1] * frost_layer(b, h, w, generator).to(x)
 
 
 def _fog(x, p, generator):
