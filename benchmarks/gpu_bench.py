@@ -7,10 +7,11 @@
 Each method trains `create_model("resnet18", num_classes=10)` (the paper profile's model) on
 random 32x32 batches of uint8-like images in [0, 1], with the step `studykit.train.fit` runs:
 `method.prepare_model`, channels_last, bf16 autocast around `method.training_step`,
-`zero_grad`, `loss.float().backward()`, SGD with the TrainConfig defaults, then the loop's own
-reads of the loss, the running accuracy and the method's metrics (host synchronizations that
-`fit` pays every step, so they are part of the time). Methods take the paper profile's options
-(`studykit.profiles.method_overrides("paper", name)`). `--warmup` untimed steps come first
+`zero_grad`, `loss.float().backward()`, SGD with the TrainConfig defaults, and the loop's
+running sums of loss, accuracy and metrics kept on the device (`fit` reads them once per epoch;
+a `.item()` a method makes inside its step is its own cost and is timed), and
+`method.set_progress(step, total_steps)` where a method has it. Methods take the paper profile's
+options (`studykit.profiles.method_overrides("paper", name)`). `--warmup` untimed steps come first
 (cuDNN algorithm choice, allocator growth); the timed steps are bracketed by
 `torch.cuda.synchronize()`.
 
@@ -21,8 +22,9 @@ included.
 
 Caveat on early stopping: AugMax stops a sample's search once it is misclassified, and a
 random model on random data misclassifies most samples at once, so its number here is
-optimistic; the `augmax:early_stop=None` row (all 10 steps for every sample) bounds it from
-below. PGD-AT's default runs every step (no early stop), so its row is what training pays.
+optimistic; the `augmax:early_stop=None` row (all 10 steps for every sample) is its worst
+case. PGD-AT's default runs every step (no early stop), so its row is what training pays.
+A method whose options are rejected shows `failed` in its row; the others still run.
 
 Without a CUDA device it prints one line and exits with status 0.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import re
 import sys
 import time
@@ -60,7 +63,6 @@ def parse_method(spec: str) -> tuple[str, dict]:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             overrides[key] = value  # a bare string such as norm=dubn
-    create_method(name, **overrides)  # unknown or invalid options fail here, before any timing
     return name, overrides
 
 
@@ -124,16 +126,27 @@ def bench(name: str, overrides: dict, *, arch: str, batch_size: int, steps: int,
         y = torch.randint(0, 10, (batch_size,), generator=gen, device=device)
         batches.append((x.contiguous(memory_format=torch.channels_last), y))
 
+    total_steps = cfg.epochs * math.ceil(TRAIN_IMAGES["cifar10"] / batch_size)
+    sums: dict[str, torch.Tensor | float] = {}
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+
     def step(i: int) -> None:
+        nonlocal loss_sum, correct
         x, y = batches[i % len(batches)]
+        if hasattr(method, "set_progress"):
+            method.set_progress(i, total_steps)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = method.training_step(model, x, y)
         opt.zero_grad(set_to_none=True)
         out.loss.float().backward()
         opt.step()
-        # What fit reads every step (loss, running accuracy, metrics): synchronizations too.
-        _ = out.loss.item(), (out.logits.argmax(1) == y).sum().item()
-        _ = [float(v) for v in out.metrics.values()]
+        # fit's running sums, on the device: no host synchronization per step.
+        loss_sum = loss_sum + out.loss.detach().float() * y.numel()
+        correct = correct + (out.logits.detach().argmax(1) == y).sum()
+        for k, v in out.metrics.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            sums[k] = sums.get(k, 0.0) + v * y.numel()
 
     for i in range(warmup):
         step(i)
@@ -142,6 +155,7 @@ def bench(name: str, overrides: dict, *, arch: str, batch_size: int, steps: int,
     t0 = time.perf_counter()
     for i in range(steps):
         step(warmup + i)
+    _ = float(loss_sum), float(correct), [float(v) for v in sums.values()]  # the epoch's read
     torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30
