@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/augmix_throughput.py --breakdown
 	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/frost_statistics.py
 
 clean-venv:
 	rm -rf $(VENV)
