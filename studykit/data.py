@@ -500,7 +500,8 @@ def load_corrupted(
     generator seeded by (seed, name, severity), and converted back to uint8 by truncation as the
     released files were (``floor(x * 255)``, with a tolerance of 1/1000 of a level for float
     round-off). Generated sets are cached in
-    ``<root>/cache/corrupted/<dataset_fingerprint>/<name>-<severity>-seed<seed>.pt``. The
+    ``<root>/cache/corrupted/<dataset_fingerprint>/<name>-<severity>-seed<seed>.pt`` (frost
+    adds ``studykit.frost.frost_cache_tag()``: which frost made them). The
     random draws come from one CPU generator, so CPU and CUDA agree up to float round-off; they
     do depend on `batch_size`, and whichever call fills the cache fixes the images for later
     ones.
@@ -535,13 +536,10 @@ def load_corrupted(
     allowed = corruptions.list_corruptions("all")
     if name not in allowed:
         raise ValueError(f"unknown corruption {name!r}; choose one of: {', '.join(allowed)}")
-    path = (
-        root
-        / "cache"
-        / "corrupted"
-        / dataset_fingerprint(dataset)
-        / f"{name}-{severity}-seed{seed}.pt"
-    )
+    stem = f"{name}-{severity}-seed{seed}"
+    if name == "frost":  # photographs or synthesized texture (and its version) made the images
+        stem += "-" + importlib.import_module("studykit.frost").frost_cache_tag()
+    path = root / "cache" / "corrupted" / dataset_fingerprint(dataset) / f"{stem}.pt"
     if cache and path.exists():
         try:
             state = torch.load(path, weights_only=True)

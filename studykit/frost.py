@@ -49,6 +49,7 @@ __all__ = [
     "download_frost_photographs",
     "find_frost_photographs",
     "frost_dir",
+    "frost_cache_tag",
     "frost_layer",
     "frost_source",
     "photograph_frost",
@@ -65,6 +66,8 @@ FROST_PHOTOGRAPHS: dict[str, str] = {
 }
 FROST_URL = "https://raw.githubusercontent.com/hendrycks/robustness/master/ImageNet-C/create_c/"
 FROST_DIR_ENV = "STUDYKIT_FROST"
+# Bumped whenever synthesized_frost's output changes, so caches of generated sets notice.
+SYNTHESIZED_VERSION = 2
 # The reference shrinks each photograph to 0.2x before cropping 32x32 CIFAR images.
 _PHOTO_SCALE = 0.2
 
@@ -306,6 +309,14 @@ def frost_source(folder: str | os.PathLike | None = None) -> str:
         ValueError: if a photograph is there with the wrong sha256.
     """
     return "synthesized" if find_frost_photographs(folder) is None else "photographs"
+
+
+def frost_cache_tag(folder: str | os.PathLike | None = None) -> str:
+    """Names the frost in use for caches of generated sets: ``"photographs"`` or
+    ``"synthesized<version>"`` (the texture's :data:`SYNTHESIZED_VERSION`)."""
+    if frost_source(folder) == "photographs":
+        return "photographs"
+    return f"synthesized{SYNTHESIZED_VERSION}"
 
 
 def photograph_frost(

@@ -249,3 +249,23 @@ def test_download_writes_verified_files(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="frost5.jpg has sha256"):
         download_frost_photographs(target)
     assert not (target / "frost5.jpg").exists()
+
+
+# ----------------------------------------------------------------------------- caches
+
+
+def test_generated_frost_sets_are_cached_per_frost_source(photographs, tmp_path, monkeypatch):
+    from studykit.data import ImageDataset, load_corrupted
+
+    x = (torch.rand(6, 3, 32, 32, generator=gen(8)) * 255).to(torch.uint8)
+    y = torch.arange(6) % 2
+    data = ImageDataset("tiny", x, y, x.clone(), y.clone(), ("a", "b"))
+    root = tmp_path / "data"
+    synthesized = load_corrupted(data, "frost", 2, root=root).x
+    folder, _ = photographs
+    monkeypatch.setenv(frost.FROST_DIR_ENV, str(folder))
+    from_photos = load_corrupted(data, "frost", 2, root=root).x
+    assert not torch.equal(synthesized, from_photos)  # the synthesized cache is not reused
+    names = sorted(p.name for p in (root / "cache" / "corrupted").rglob("*.pt"))
+    version = frost.SYNTHESIZED_VERSION
+    assert names == ["frost-2-seed0-photographs.pt", f"frost-2-seed0-synthesized{version}.pt"]
