@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from studykit.models import penultimate_features, unwrap_model
 
@@ -686,86 +685,3 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11) -> torch.Tenso
             f"x and y must be (N, C, H, W) of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     return kornia_ssim(x, y, window_size, max_val=1.0).mean(dim=(1, 2, 3))
-
-
-# ---------------------------------------------------------------------------------------------
-# AugMax Fig. 1: the same images under four augmentations, and how diverse and hard they are.
-
-
-def augmentation_views(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    seed: int = 0,
-    pgd_eps: float = 8 / 255,
-    pgd_steps: int = 10,
-    augmax_steps: int = 10,
-) -> dict[str, torch.Tensor]:
-    """The four image kinds of AugMax Fig. 1 for the same images, through one (standard) model.
-
-    ``standard``: random crop (pad 4) and flip; ``augmix``: one AugMix view; ``pgd``: Linf PGD
-    (8/255, step 2/255, 10 steps, random start); ``augmax``: AugMax's adversarial mixing of
-    random AugMix chains (10 steps of 0.1, no early stop, so every image gets the full search).
-    Attacks run in eval mode; the model's mode is restored.
-
-    Shape:
-        - x: (N, 3, H, W) uint8 or float in [0, 1]; each output: (N, 3, H, W) float in [0, 1].
-    """
-    from studykit.attacks import pgd
-    from studykit.augmentations import augmix, augmix_chains, mix, sample_augmix_params
-    from studykit.data import random_crop_flip
-    from studykit.methods.augmax import augmax_search
-
-    device = _model_device(model)
-    xf = _as_float_images(x).to(device)
-    y = y.to(device)
-    g = torch.Generator().manual_seed(seed)
-    standard = random_crop_flip(xf, generator=g)
-    views = {"standard": standard, "augmix": augmix(xf, generator=g)}
-    views["pgd"] = pgd(model, xf, y, eps=pgd_eps, steps=pgd_steps, generator=g)
-    params = sample_augmix_params(xf.shape[0], generator=g).to(device)
-    chains = augmix_chains(xf, params)
-    s = augmax_search(model, xf, y, chains, steps=augmax_steps, early_stop=None, generator=g)
-    views["augmax"] = mix(xf, chains, torch.softmax(s.p, dim=1), s.m).detach()
-    return views
-
-
-@torch.no_grad()
-def diversity_and_hardness(
-    model: nn.Module, views: Mapping[str, torch.Tensor], y: torch.Tensor, *,
-    reference: str = "standard", batch_size: int = 500,
-) -> pd.DataFrame:
-    """How hard and how diverse each kind of image is for ``model`` (AugMax Sec. 3.2's two axes).
-
-    ``accuracy`` and ``loss`` (CE) measure hardness. ``spread`` measures diversity: the root mean
-    squared distance of penultimate features to their class centroid, divided by the same for
-    the ``reference`` view. ``centroid_shift``: distance of each class centroid from the
-    reference view's, averaged over classes, in the same units.
-
-    Returns:
-        One row per view: ``view, accuracy, loss, spread, centroid_shift``.
-    """
-    device = _model_device(model)
-    y = y.to(device)
-    feats, rows = {}, []
-    for name, x in views.items():
-        f = penultimate(model, x, batch_size=batch_size).to(device)
-        logits = unwrap_model(model).fc(f)
-        feats[name] = f
-        rows.append({"view": name, "accuracy": float((logits.argmax(1) == y).float().mean() * 100),
-                     "loss": float(F.cross_entropy(logits, y))})
-    classes = y.unique()
-
-    def spread(f: torch.Tensor) -> float:
-        return float(torch.cat([(f[y == c] - f[y == c].mean(0)).pow(2).sum(1) for c in classes])
-                     .mean().sqrt())
-
-    base = spread(feats[reference])
-    ref_centroids = torch.stack([feats[reference][y == c].mean(0) for c in classes])
-    for row in rows:
-        f = feats[row["view"]]
-        row["spread"] = spread(f) / base
-        cents = torch.stack([f[y == c].mean(0) for c in classes])
-        row["centroid_shift"] = float((cents - ref_centroids).norm(dim=1).mean()) / base
-    return pd.DataFrame(rows)

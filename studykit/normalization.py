@@ -35,8 +35,9 @@ Defaults of this package (not in the paper) for the other architectures, by anal
 
 * ``preact_resnet18``/``preact_resnet50``: ``layer{1,2,3}.*.bn1`` (the first norm of each
   block in the first three of four stages, as for ResNet-18).
-* ``small_cnn``: ``layer1.bn`` and ``layer2.bn`` (the first two of three stages, as for
-  WRN-40-2 and ResNeXt-29).
+* ``small_cnn``: ``layer{1,2,3}.bn``. It has four stages (w, 2w, 4w, 4w channels at 32, 16,
+  8 and 4 pixels), one conv-norm each, like ResNet-18's four stages of blocks; DuBIN goes where
+  ResNet-18 has it, in the first three stages, and the last (4x4) stage stays DuBN.
 
 Any other model needs an explicit ``placement``: module names, or patterns in which ``*`` (or
 any `fnmatch` wildcard) matches within one dotted component (``"layer1.*.bn1"``).
@@ -87,7 +88,7 @@ DEFAULT_PLACEMENTS: dict[str, tuple[str, ...]] = {
     "resnext29": ("stage_1.*.bn_reduce", "stage_2.*.bn_reduce"),
     "preact_resnet18": ("layer1.*.bn1", "layer2.*.bn1", "layer3.*.bn1"),
     "preact_resnet50": ("layer1.*.bn1", "layer2.*.bn1", "layer3.*.bn1"),
-    "small_cnn": ("layer1.bn", "layer2.bn"),
+    "small_cnn": ("layer1.bn", "layer2.bn", "layer3.bn"),
 }
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from studykit import analysis
+from studykit import analysis, hardness
 from studykit.models import create_model
 
 
@@ -354,19 +354,21 @@ def test_augmentation_views_and_their_statistics():
     model = create_model("small_cnn", 3, width=8).eval()
     x = (torch.rand(12, 3, 32, 32) * 255).to(torch.uint8)
     y = torch.arange(12) % 3
-    views = analysis.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
+    views = hardness.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
     assert list(views) == ["standard", "augmix", "pgd", "augmax"]
     xf = x.float() / 255
     for v in views.values():
         assert v.shape == x.shape and v.dtype == torch.float32
         assert v.min() >= 0 and v.max() <= 1
-    assert (views["pgd"] - xf).abs().max() <= 8 / 255 + 1e-6
-    assert not torch.equal(views["augmix"], xf)
-    again = analysis.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
+    # Like for like: every view is made from the same cropped and flipped base images.
+    base = views["standard"]
+    assert (views["pgd"] - base).abs().max() <= 8 / 255 + 1e-6
+    assert not torch.equal(base, xf) and not torch.equal(views["augmix"], base)
+    again = hardness.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
     assert all(torch.equal(views[k], again[k]) for k in views)
     assert not model.training
 
-    stats = analysis.diversity_and_hardness(model, views, y).set_index("view")
+    stats = hardness.diversity_and_hardness(model, views, y).set_index("view")
     assert list(stats.columns) == ["accuracy", "loss", "spread", "centroid_shift"]
     assert stats.loc["standard", "spread"] == pytest.approx(1.0)
     assert stats.loc["standard", "centroid_shift"] == pytest.approx(0.0)

@@ -322,7 +322,7 @@ def test_convert_placement_defaults_and_errors():
     assert names_of(model, IBN) == ["layer2.0.bn2", "layer2.1.bn2"]
     # Package defaults for the other archs.
     model = convert_norm(create_model("small_cnn", width=8), "dubin")
-    assert names_of(model, DuBIN) == ["layer1.bn", "layer2.bn"]
+    assert names_of(model, DuBIN) == ["layer1.bn", "layer2.bn", "layer3.bn"]
     with pytest.raises(ValueError, match="bn, dubn, dubin, ibn"):
         convert_norm(small_model("resnet18"), "dubni")
     with pytest.raises(ValueError, match="matches no module"):
@@ -384,17 +384,17 @@ def test_bn_running_variance_table():
     with bn_route(model, "aug"):
         model(images() * 4)
     table = bn_running_variance_table(model)
-    assert table["kind"].tolist() == ["dubin", "dubin", "dubn", "dubn"]
-    assert table["num_features"].tolist() == [4, 8, 32, 32]
+    assert table["kind"].tolist() == ["dubin", "dubin", "dubin", "dubn"]
+    assert table["num_features"].tolist() == [4, 8, 16, 32]
     assert (table["clean_var"] == 1.0).all()  # the clean BN saw no data
     assert (table["aux_var"] != 1.0).all()
-    row = table.iloc[2]
-    expected = model.layer3.bn.bn_aug.running_var.mean().item()
+    row = table.iloc[3]
+    expected = model.layer4.bn.bn_aug.running_var.mean().item()
     assert math.isclose(row["aux_var"], expected, rel_tol=1e-6)
 
     model = convert_norm(create_model("small_cnn", width=8), "ibn")
     table = bn_running_variance_table(model)
-    assert table["kind"].tolist() == ["ibn", "ibn", "bn", "bn"]
+    assert table["kind"].tolist() == ["ibn", "ibn", "ibn", "bn"]
     assert table["aux_var"].isna().all()
     no_stats = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
     assert len(bn_running_variance_table(no_stats)) == 0
