@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP := $(VENV)/.studykit-installed
 
-.PHONY: study test install lint bench clean-venv
+.PHONY: study test install lint bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,27 @@ bench: $(STAMP)
 	$(PY) benchmarks/augmix_throughput.py --breakdown
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/frost_statistics.py
+
+# One short session on one CUDA device (under 5 minutes): the gpu-marked tests, then the
+# per-method training throughput table, printed even when tests fail; the exit status is the
+# first failure's. No install step, so it also runs where a machine brings its own torch and no
+# registry can be reached: the venv's Python when there is one, else python3 (BENCH_PY=...
+# overrides), with the package imported from the checkout. Without CUDA, both steps skip.
+BENCH_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_TEST_TIMEOUT ?= 150
+GPU_BENCH_TIMEOUT ?= 120
+GPU_BENCH_ARGS ?=
+
+bench-gpu:
+	@tests=0; bench=0; \
+	echo "== pytest -m gpu (at most $(GPU_TEST_TIMEOUT) s)"; \
+	PYTHONPATH=. timeout -k 10 $(GPU_TEST_TIMEOUT) $(BENCH_PY) -m pytest -m gpu -q \
+		-p no:cacheprovider --continue-on-collection-errors tests || tests=$$?; \
+	echo "== benchmarks/gpu_bench.py (at most $(GPU_BENCH_TIMEOUT) s)"; \
+	PYTHONPATH=. PYTHONUNBUFFERED=1 timeout -k 10 $(GPU_BENCH_TIMEOUT) $(BENCH_PY) \
+		benchmarks/gpu_bench.py $(GPU_BENCH_ARGS) || bench=$$?; \
+	echo "== bench-gpu: pytest exit $$tests, gpu_bench exit $$bench (124: timed out)"; \
+	[ $$tests -eq 0 ] && exit $$bench; exit $$tests
 
 clean-venv:
 	rm -rf $(VENV)
