@@ -10,10 +10,10 @@ random 32x32 batches of uint8-like images in [0, 1], with the step `studykit.tra
 `zero_grad`, `loss.float().backward()`, SGD with the TrainConfig defaults, and the loop's
 running sums of loss, accuracy and metrics kept on the device (`fit` reads them once per epoch;
 a `.item()` a method makes inside its step is its own cost and is timed), and
-`method.set_progress(step, total_steps)` where a method has it. Methods take the paper profile's
-options (`studykit.profiles.method_overrides("paper", name)`). `--warmup` untimed steps come first
-(cuDNN algorithm choice, allocator growth); the timed steps are bracketed by
-`torch.cuda.synchronize()`.
+`method.set_progress(step, total_steps)` at mid-training where a method has it. Methods take
+the paper profile's options (`studykit.profiles.method_overrides("paper", name)`). `--warmup`
+untimed steps come first (cuDNN algorithm choice, allocator growth); the timed steps are
+bracketed by `torch.cuda.synchronize()`.
 
 Projected time = epochs x training images / (images/s), with the paper profile's epochs
 (200) and dataset (CIFAR-10: 50,000 training images). It is training only: per-epoch test
@@ -135,7 +135,9 @@ def bench(name: str, overrides: dict, *, arch: str, batch_size: int, steps: int,
         nonlocal loss_sum, correct
         x, y = batches[i % len(batches)]
         if hasattr(method, "set_progress"):
-            method.set_progress(i, total_steps)
+            # Mid-training, where ramps (PGD-AT's eps, MaxUp's warm-up) are at full strength:
+            # at step 0 an eps ramp gives eps 0, and an attack with eps 0 costs nothing.
+            method.set_progress(total_steps // 2 + i, total_steps)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = method.training_step(model, x, y)
         opt.zero_grad(set_to_none=True)
