@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from studykit.rng import device_generator
+
 _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
@@ -83,6 +85,12 @@ class Method:
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
+
+    def rng(self, device: torch.device | str) -> torch.Generator:
+        """The generator to draw a step's random numbers with on ``device``: ``self.generator``
+        on the CPU; on a GPU one seeded from it (``studykit.rng.device_generator``), so draws
+        happen on the device with no host-to-device copy and stay reproducible."""
+        return device_generator(self.generator, device)
 
     def set_progress(self, step: int, total_steps: int) -> None:
         """Training progress, called by the loop before every step with the global step

@@ -74,16 +74,17 @@ class AugMax(NormChoice, Method):
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config
+        g = self.rng(x.device)
         n = x.shape[0]
         # Independent chains for the AugMax image and for the AugMix image, as one batch.
         params = sample_augmix_params(2 * n, width=c.width, depth=c.depth, severity=c.severity,
-                                      alpha=c.alpha, generator=self.generator).to(x.device)
+                                      alpha=c.alpha, generator=g)
         chains = augmix_chains(x.repeat(2, 1, 1, 1), params)
         max_chains, mix_chains = chains[:, :n], chains[:, n:]
         with bn_route(model, "aug"):
             search = augmax_search(model, x, y, max_chains, steps=c.steps,
                                    step_size=c.step_size, early_stop=c.early_stop,
-                                   stop_rule=c.stop_rule, generator=self.generator)
+                                   stop_rule=c.stop_rule, generator=g)
         x_max = search.images(x, max_chains)
         x_mix = mix(x, mix_chains, params.w[n:], params.m[n:])
         out = three_view_step(model, x, y, x_max, x_mix, jsd_lambda=c.jsd_lambda,

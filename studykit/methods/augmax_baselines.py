@@ -84,19 +84,20 @@ class _Baseline(NormChoice, Method):
     Config = BaselineConfig
 
     def hard_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    params: AugMixParams) -> tuple[torch.Tensor, dict]:
-        """The hard view and its search's metrics."""
+                    params: AugMixParams, g: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The hard view and its search's metrics; ``g`` draws on ``x``'s device."""
         raise NotImplementedError
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config
+        g = self.rng(x.device)
         n = x.shape[0]
         params = sample_augmix_params(2 * n, width=c.width, depth=c.depth, severity=c.severity,
-                                      alpha=c.alpha, generator=self.generator).to(x.device)
+                                      alpha=c.alpha, generator=g)
         mix_params = params.select(slice(n, 2 * n))
         x_mix = mix(x, augmix_chains(x, mix_params), mix_params.w, mix_params.m)
         with bn_route(model, "aug"):
-            x_hard, metrics = self.hard_images(model, x, y, params.select(slice(0, n)))
+            x_hard, metrics = self.hard_images(model, x, y, params.select(slice(0, n)), g)
         out = three_view_step(model, x, y, x_hard, x_mix, jsd_lambda=c.jsd_lambda)
         out.metrics.update(metrics)
         return out
@@ -106,20 +107,20 @@ class _Baseline(NormChoice, Method):
 class AugMixPGDAT(_Baseline):
     """AugMix view plus a Linf PGD image."""
 
-    def hard_images(self, model, x, y, params):
+    def hard_images(self, model, x, y, params, g):
         c = self.config
         return pgd(model, x, y, eps=c.pgd_eps, steps=c.pgd_steps, norm="linf",
-                   generator=self.generator), {}
+                   generator=g), {}
 
 
 @register_method("advmix")
 class AdvMix(_Baseline):
     """Worst-of-k op magnitudes, random mixing."""
 
-    def hard_images(self, model, x, y, params):
+    def hard_images(self, model, x, y, params, g):
         c = self.config
         worst, chains = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
-                                          generator=self.generator)
+                                          generator=g)
         return mix(x, chains, worst.w, worst.m), {}
 
 
@@ -127,11 +128,11 @@ class AdvMix(_Baseline):
 class AdvMax(_Baseline):
     """Worst-of-k op magnitudes, then adversarial mixing (AugMax's search)."""
 
-    def hard_images(self, model, x, y, params):
+    def hard_images(self, model, x, y, params, g):
         c = self.config
         _, chains = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
-                                      generator=self.generator)
+                                      generator=g)
         s = augmax_search(model, x, y, chains, steps=c.steps, step_size=c.step_size,
                           early_stop=c.early_stop, stop_rule=c.stop_rule,
-                          generator=self.generator)
+                          generator=g)
         return s.images(x, chains), search_metrics(s, x.shape[0], c.steps)

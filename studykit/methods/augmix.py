@@ -67,12 +67,13 @@ class AugMix(NormChoice, Method):
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config
+        g = self.rng(x.device)
         kw = dict(width=c.width, depth=c.depth, severity=c.severity, alpha=c.alpha)
         if not c.jsd:
-            (x_aug,) = augmix_views(x, 1, generator=self.generator, **kw)
+            (x_aug,) = augmix_views(x, 1, generator=g, **kw)
             logits = model(x_aug)
             return StepOutput(loss=F.cross_entropy(logits, y), logits=logits)
-        x1, x2 = augmix_views(x, 2, generator=self.generator, **kw)
+        x1, x2 = augmix_views(x, 2, generator=g, **kw)
         if any(True for _ in dual_bn_layers(model)):
             logits = model(x)
             with bn_route(model, "aug"):
