@@ -112,22 +112,42 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.T
 # ----------------------------------------------------------------------------- synthesized
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (n, 1, h, w) maps, radius 3 sigma, edge-replicated border."""
+@functools.lru_cache(maxsize=32)
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """(n, n) Gaussian blur along one axis, radius 3 sigma, edge-replicated border folded in."""
     radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+    m = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)[:, None].expand(n, len(t))
+    m.index_put_((rows, (rows + t.long()).clamp(0, n - 1)), k.expand(n, -1), accumulate=True)
+    return m.float()
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur over the last two dims, as two matrix products (fast on CPU)."""
+    rows = _blur_matrix(x.shape[-2], sigma).to(x.device)
+    cols = _blur_matrix(x.shape[-1], sigma).to(x.device)
+    return rows @ x @ cols.T
+
+
+@functools.lru_cache(maxsize=32)
+def _upsample_matrix(n_grid: int, step: float, n: int) -> torch.Tensor:
+    """(n, n_grid) bicubic upsampling by ``step`` (torch's kernel), rows ``int(step)`` onwards."""
+    eye = torch.eye(n_grid, dtype=torch.float64).view(n_grid, 1, n_grid, 1)
+    big = F.interpolate(eye, scale_factor=(step, 1.0), mode="bicubic", align_corners=False)
+    return big.view(n_grid, -1)[:, int(step) : int(step) + n].T.float()
 
 
 def _value_noise(n: int, h: int, w: int, cells: int, generator) -> torch.Tensor:
     """Bicubic interpolation of a random grid with about ``cells`` cells along the long side."""
     step = max(h, w) / cells
-    grid = _rand((n, 1, math.ceil(h / step) + 3, math.ceil(w / step) + 3), generator)
-    big = F.interpolate(grid, scale_factor=step, mode="bicubic", align_corners=False)
-    return big[:, :, int(step) : int(step) + h, int(step) : int(step) + w]
+    gh, gw = math.ceil(h / step) + 3, math.ceil(w / step) + 3
+    grid = _rand((n, 1, gh, gw), generator)
+    rows = _upsample_matrix(gh, step, h).to(grid.device)
+    cols = _upsample_matrix(gw, step, w).to(grid.device)
+    return rows @ grid @ cols.T
 
 
 def _ice_pattern(n: int, h: int, w: int, generator: torch.Generator | None) -> torch.Tensor:
