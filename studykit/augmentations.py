@@ -139,7 +139,10 @@ def _check_images(x: Tensor, name: str = "x") -> None:
 
 def _per_sample(value: float | Tensor, x: Tensor, name: str, dtype=None) -> Tensor:
     """A scalar or (N,) parameter as an (N, 1, 1, 1) tensor on x's device."""
-    t = torch.as_tensor(value, device=x.device, dtype=dtype or x.dtype)
+    if isinstance(value, (int, float)):  # filled on the device: no host-to-device copy (sync)
+        t = torch.full((), value, device=x.device, dtype=dtype or x.dtype)
+    else:
+        t = torch.as_tensor(value, device=x.device, dtype=dtype or x.dtype)
     if t.dim() == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
@@ -350,10 +353,12 @@ def _pil_grid(coeffs: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:
     out, where zero padding applies), otherwise clamp g to the outer pixel centres.
     """
     dev = coeffs.device
-    size = torch.tensor([w, h], device=dev, dtype=torch.float64)
     # Per image and axis (x, y): g = p (i + .5) + q (j + .5) + r, with (p, q, r) the
-    # coefficients of that axis scaled by 2 / size, and r shifted by -1.
-    pqr = coeffs.view(-1, 2, 3).to(torch.float64) * (2.0 / size).view(1, 2, 1)
+    # coefficients of that axis scaled by 2 / size, and r shifted by -1. The sizes stay Python
+    # numbers: a tensor built from them would be a host-to-device copy (a sync) on a GPU.
+    pqr = coeffs.reshape(-1, 2, 3).to(torch.float64, copy=True)
+    pqr[:, 0].mul_(2.0 / w)
+    pqr[:, 1].mul_(2.0 / h)
     pqr[:, :, 2] -= 1.0
     p, q, r = pqr.to(dtype)[..., None, None].unbind(2)  # each (n, 2, 1, 1)
     xs = (torch.arange(w, device=dev, dtype=dtype) + 0.5).view(1, 1, 1, w)
@@ -366,8 +371,8 @@ def _pil_grid(coeffs: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:
     if h == w:
         grid.clamp_(-1.0 + 1.0 / w, 1.0 - 1.0 / w)
     else:
-        bound = (1.0 - 1.0 / size).to(dtype).view(1, 2, 1, 1)
-        grid = torch.clamp(grid, -bound, bound)
+        for axis, extent in enumerate((w, h)):
+            grid[:, axis].clamp_(-1.0 + 1.0 / extent, 1.0 - 1.0 / extent)
     # grid_sample reads the permuted (n, H, W, 2) view as fast as a contiguous grid.
     return grid.sub_(far, alpha=5.0).permute(0, 2, 3, 1)
 
