@@ -36,7 +36,6 @@ from studykit.profiles import method_overrides
 from studykit.synthetic import make_synthetic
 
 
-
 def pass_count(name: str, method, metrics: dict) -> float | None:
     """Expected cost in standard steps (module docstring); AugMax's from the steps it took."""
     if name == "standard":
