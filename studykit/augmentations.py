@@ -54,13 +54,17 @@ its ``solarize`` takes a float threshold, it has no Pillow-style autocontrast, a
 ``v2.AugMix`` is no substitute (one parameter draw per batch, 13 ops).
 
 Speed (see benchmarks/augmix_throughput.py for the per-stage breakdown): all ``width * N``
-chain images form one uint8 batch; at each chain step the rows still running are gathered
-into that step's buffer sorted by the op they drew (one device sync per step), so every op runs
-once on one contiguous slice: all rotations and shears of the step in one ``grid_sample`` with a
-per-sample matrix (chunked on the CPU), whole-pixel translations as slice copies, posterize and
-solarize as bitwise ops, equalize and autocontrast as per-plane histograms / min-max and a
-gathered LUT. Rows whose chain has ended (or whose affine magnitude is 0) are skipped; one
-final gather restores the order.
+chain images form one uint8 batch. On the CPU (``mode="grouped"``), at each chain step the rows
+still running are gathered into that step's buffer sorted by the op they drew (one device sync
+per step), so every op runs once on one contiguous slice: all rotations and shears of the step
+in one ``grid_sample`` with a per-sample matrix (chunked on the CPU), whole-pixel translations
+as slice copies, posterize and solarize as bitwise ops, equalize and autocontrast as per-plane
+histograms / min-max and a gathered LUT. Rows whose chain has ended (or whose affine magnitude
+is 0) are skipped; one final gather restores the order. On a GPU (``mode="dense"``) the host
+must not wait for group sizes: every op kind runs on every row, with neutral magnitudes for rows
+that apply another op, and each row keeps its own op's result (same levels bit for bit; no
+host synchronization in the chains, nor in :func:`sample_augmix_params` with a generator on the
+data's device, nor in :func:`mix`, :func:`augmix` or :func:`augmix_views` given one).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ __all__ = [
     "AUGMIX_OPS",
     "AFFINE_OPS",
     "AugMixParams",
+    "CHAIN_MODES",
     "CutMixParams",
     "affine",
     "apply_cutmix",
@@ -121,6 +126,7 @@ AFFINE_OPS: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "t
 _OP = {name: i for i, name in enumerate(AUGMIX_OPS)}
 _LEVEL_EPS = 1e-3  # tolerance of the uint8 level read-out, see the module docstring
 _CPU_CHUNK_PIXELS = 1 << 18  # values per chunk of CPU resampling (see _resample_u8_)
+_DENSE_CHUNK_VALUES = 1 << 23  # uint8 values per chunk of rows of the dense chains
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +209,8 @@ def _plane_index(s: Tensor) -> Tensor:
     return s.reshape(s.shape[0] * s.shape[1], -1).long()
 
 
-def _autocontrast_u8_(s: Tensor) -> None:
-    v = s.view(s.shape[0] * s.shape[1], -1)
+def _autocontrast_lut(v: Tensor) -> Tensor:
+    """Pillow's autocontrast LUT of each plane of ``v`` (planes, pixels): float64 (planes, 256)."""
     lo = v.amin(1, keepdim=True).double()
     hi = v.amax(1, keepdim=True).double()
     flat = hi <= lo
@@ -212,25 +218,36 @@ def _autocontrast_u8_(s: Tensor) -> None:
     # from Python's 255.0 / (hi - lo), and Pillow's int() truncation sees that last bit.
     scale = torch.full_like(hi, 255.0) / torch.where(flat, torch.ones_like(hi), hi - lo)
     offset = -lo * scale
-    ramp = torch.arange(256, device=s.device, dtype=torch.float64)
+    ramp = torch.arange(256, device=v.device, dtype=torch.float64)
     lut = (ramp * scale + offset).trunc_().clamp_(0.0, 255.0)
-    _apply_lut_u8_(s, torch.where(flat, ramp, lut), v.long())
+    return torch.where(flat, ramp, lut)
+
+
+def _autocontrast_u8_(s: Tensor) -> None:
+    v = s.view(s.shape[0] * s.shape[1], -1)
+    _apply_lut_u8_(s, _autocontrast_lut(v), v.long())
+
+
+def _equalize_lut(v: Tensor, index: Tensor) -> Tensor:
+    """Pillow's equalize LUT of each plane of ``v`` (planes, pixels), given ``index = v.long()``:
+    float32 (planes, 256)."""
+    planes, pixels = index.shape
+    # float32 counts and LUT arithmetic are exact for planes of up to 2**24 pixels.
+    hist = torch.zeros(planes, 256, device=v.device, dtype=torch.float32)
+    hist.scatter_add_(1, index, torch.ones(1, 1, device=v.device).expand_as(index))
+    # Pillow: step = (sum of the histogram - count of the brightest used level) // 255;
+    # level i -> (step // 2 + number of pixels below i) // step, at most 255; step 0: unchanged.
+    brightest = v.amax(1, keepdim=True).long()
+    step = torch.floor((pixels - hist.gather(1, brightest)) / 255.0)
+    below = hist.cumsum(1).sub_(hist)
+    lut = below.add_(torch.floor(step / 2)).div_(step.clamp(min=1.0)).floor_().clamp_(max=255.0)
+    ramp = torch.arange(256, device=v.device, dtype=lut.dtype)
+    return torch.where(step == 0, ramp, lut)
 
 
 def _equalize_u8_(s: Tensor) -> None:
     index = _plane_index(s)
-    planes, pixels = index.shape
-    # float32 counts and LUT arithmetic are exact for planes of up to 2**24 pixels.
-    hist = torch.zeros(planes, 256, device=s.device, dtype=torch.float32)
-    hist.scatter_add_(1, index, torch.ones(1, 1, device=s.device).expand_as(index))
-    # Pillow: step = (sum of the histogram - count of the brightest used level) // 255;
-    # level i -> (step // 2 + number of pixels below i) // step, at most 255; step 0: unchanged.
-    brightest = s.view(planes, pixels).amax(1, keepdim=True).long()
-    step = torch.floor((pixels - hist.gather(1, brightest)) / 255.0)
-    below = hist.cumsum(1).sub_(hist)
-    lut = below.add_(torch.floor(step / 2)).div_(step.clamp(min=1.0)).floor_().clamp_(max=255.0)
-    ramp = torch.arange(256, device=s.device, dtype=lut.dtype)
-    _apply_lut_u8_(s, torch.where(step == 0, ramp, lut), index)
+    _apply_lut_u8_(s, _equalize_lut(s.view(index.shape), index), index)
 
 
 def _posterize_u8_(s: Tensor, bits: Tensor) -> None:
@@ -425,8 +442,8 @@ def _affine_param(x: Tensor, value: float | Tensor, name: str) -> Tensor:
 
 def _coeffs(values: Tensor, slot: int) -> Tensor:
     """Identity coefficients with slot (0..5 of a, b, c, d, e, f) set per image."""
-    out = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], device=values.device, dtype=torch.float64)
-    out = out.repeat(values.shape[0], 1)
+    out = torch.zeros(values.shape[0], 6, device=values.device, dtype=torch.float64)
+    out[:, 0], out[:, 4] = 1.0, 1.0  # filled on the device (no host-to-device copy)
     out[:, slot] = values
     return out
 
@@ -757,7 +774,7 @@ def _resample_u8_(s: Tensor, coeffs: Tensor, dtype: torch.dtype) -> None:
     """In place: Pillow's affine resampling of uint8 images, truncated back to uint8."""
     # On the CPU, chunks keep the float temporaries small (cache-resident, and below the size
     # where the allocator maps fresh pages for every call).
-    chunk = len(s) if s.is_cuda else max(1, _CPU_CHUNK_PIXELS // s[0].numel())
+    chunk = len(s) if s.device.type != "cpu" else max(1, _CPU_CHUNK_PIXELS // s[0].numel())
     for i in range(0, len(s), chunk):
         part = s[i : i + chunk]
         grid = _pil_grid(coeffs[i : i + chunk], s.shape[2], s.shape[3], dtype)
@@ -767,60 +784,21 @@ def _resample_u8_(s: Tensor, coeffs: Tensor, dtype: torch.dtype) -> None:
         part.copy_(resampled.add_(_LEVEL_EPS).to(torch.int32))
 
 
-@torch.no_grad()
-def augmix_chains(
-    x: Tensor,
-    params: AugMixParams,
-    *,
-    as_levels: bool = False,
-    timings: dict[str, float] | None = None,
+def _grouped_chains(
+    x_levels: Tensor, op: Tensor, mag: Tensor, depth: Tensor, timings: dict[str, float] | None,
+    dtype: torch.dtype,
 ) -> Tensor:
-    """Apply the AugMix chains of ``params`` to every image (deterministic given ``params``).
+    """The chains with rows sorted into op groups at each step (one host sync per step).
 
-    All ``width * N`` chain images form one batch. At each chain step the rows still running are
-    gathered into a new buffer sorted by the op they apply (one device sync per step for the
-    group sizes), so each op runs once, in place, on one contiguous slice: one ``grid_sample``
-    for all rotations and shears, slice copies for the whole-pixel translations, lookup tables
-    for the colour ops. Rows whose chain has ended drop out of later steps. No gradient flows
-    through the chains (AugMax differentiates through :func:`mix` only).
-
-    Args:
-        x: clean images, float in [0, 1] or uint8 levels 0..255 (e.g. the stored data).
-        params: parameters from :func:`sample_augmix_params` with ``batch_size == N``; moved to
-            x's device if needed.
-        as_levels: return the uint8 levels (0..255) the chains compute in, instead of float
-            images in [0, 1]: a quarter of the memory, and :func:`mix` takes them as they are.
-        timings: if given, seconds per stage are added to it (the device is synchronized around
-            each stage; for profiling only).
-
-    Returns:
-        The chain outputs: float in [0, 1] (x's dtype, float32 for uint8 x), or uint8 levels
-        with ``as_levels``.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`
-        - output: :math:`(width, N, C, H, W)`
+    Args: as :func:`_dense_chains`. Returns the chain levels, (rows, C, H, W) uint8.
     """
-    if x.dtype != torch.uint8:
-        _check_images(x)
-    elif x.dim() != 4:
-        raise ValueError(f"x must have shape (N, C, H, W); got {tuple(x.shape)}")
-    dtype = x.dtype if x.is_floating_point() else torch.float32
-    n, c, h, w = x.shape
-    if params.batch_size != n:
-        raise ValueError(f"params are for {params.batch_size} images; x has {n}")
-    dev = x.device
-    rows_total = params.width * n
-    op = params.op.to(dev).reshape(rows_total, -1)
-    mag = params.magnitudes(h, w).to(dev).reshape(rows_total, -1)
-    depth = params.depth.to(dev).reshape(rows_total)
+    n, c, h, w = x_levels.shape
+    dev = x_levels.device
+    rows_total, steps = op.shape
     span = max(h, w)
-    # The chain images are uint8 levels between ops, as in PIL. Step s writes its own buffer
-    # (positions [s B, s B + running)), so a row that ends stays where its last step left it,
-    # and one final gather collects all rows (gathers are much faster than scatters on the CPU).
-    # Only the pages that are written get touched.
-    x_levels = x if x.dtype == torch.uint8 else _to_levels(x)
-    steps = op.shape[1]
+    # Step s writes its own buffer (positions [s B, s B + running)), so a row that ends stays
+    # where its last step left it, and one final gather collects all rows (gathers are much
+    # faster than scatters on the CPU). Only the pages that are written get touched.
     work = torch.empty(steps * rows_total, c, h, w, device=dev, dtype=torch.uint8)
     rows = torch.arange(rows_total, device=dev)  # chain row (k * N + n) at each position
     final = torch.empty(rows_total, device=dev, dtype=torch.long)  # row -> position in `work`
@@ -874,7 +852,168 @@ def augmix_chains(
     with _timed(timings, "unsort", dev):
         last = (steps - 1) * rows_total
         final[rows] = torch.arange(last, last + len(rows), device=dev)
-        levels = work.index_select(0, final).view(params.width, n, c, h, w)
+        return work.index_select(0, final)
+
+
+def _dense_step_(
+    s: Tensor, op: Tensor, mag: Tensor, live: Tensor, timings: dict[str, float] | None,
+    dtype: torch.dtype,
+) -> None:
+    """In place: one chain step of every row of ``s``, with no host sync.
+
+    Every op kind runs on every row, with the row's own magnitude where the row applies that
+    op and a neutral one elsewhere (an identity LUT, a zero offset), or is selected per row
+    (the resampling). A row whose chain has ended (``live`` false) gets neutral values for all.
+    Each op computes each row from that row alone, with the same arithmetic as the grouped
+    kernels, so the levels equal the grouped path's bit for bit.
+    """
+    r, c, h, w = s.shape
+    dev = s.device
+
+    def applies(name: str) -> Tensor:
+        return live & (op == _OP[name])
+
+    with _timed(timings, "colour LUTs", dev):
+        # All four colour ops as one LUT per plane, applied in one gather.
+        planes = s.view(r * c, h * w)
+        index = planes.long()
+
+        def per_plane(mask: Tensor) -> Tensor:
+            return mask.view(r, 1, 1).expand(r, c, 1).reshape(r * c, 1)
+
+        lut = torch.arange(256, device=dev, dtype=torch.uint8).expand(r * c, 256)
+        auto = _autocontrast_lut(planes).to(torch.uint8)
+        lut = torch.where(per_plane(applies("autocontrast")), auto, lut)
+        equal = _equalize_lut(planes, index).to(torch.uint8)
+        lut = torch.where(per_plane(applies("equalize")), equal, lut)
+        # Posterize keeping 8 bits and solarize at 256 leave every level as it is.
+        by_row = lut.view(r, c, 256)
+        _posterize_u8_(by_row, torch.where(applies("posterize"), mag, 8.0).view(r, 1, 1))
+        _solarize_u8_(by_row, torch.where(applies("solarize"), mag, 256.0).view(r, 1, 1))
+        _apply_lut_u8_(s, lut, index)
+    with _timed(timings, "translate", dev):
+        # Whole-pixel translations as one gather of each row's source pixel, black outside.
+        tx = torch.where(applies("translate_x"), mag, 0.0).long().view(r, 1, 1)
+        ty = torch.where(applies("translate_y"), mag, 0.0).long().view(r, 1, 1)
+        src_x = torch.arange(w, device=dev).view(1, 1, w) + tx
+        src_y = torch.arange(h, device=dev).view(1, h, 1) + ty
+        inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
+        src = (src_y.clamp(0, h - 1) * w + src_x.clamp(0, w - 1)).view(r, 1, h * w)
+        moved = torch.gather(s.view(r, c, h * w), 2, src.expand(r, c, h * w))
+        moved = moved.mul_(inside.view(r, 1, h * w)).view(r, c, h, w)
+    with _timed(timings, "rotate/shear (grid_sample)", dev):
+        # `moved` holds every row's result so far, so the resampling can overwrite `s`: rows
+        # that rotate or shear are still as they were there (identity LUT, zero offset).
+        resample = (op == _OP["rotate"]) | (op == _OP["shear_x"]) | (op == _OP["shear_y"])
+        resample = resample & live & (mag != 0)  # a zero angle is the identity, as grouped
+        _resample_u8_(s, _grid_coeffs(op, mag, h, w), dtype)
+        torch.where(resample.view(r, 1, 1, 1), s, moved, out=s)
+
+
+def _dense_chains(
+    x_levels: Tensor, op: Tensor, mag: Tensor, depth: Tensor, timings: dict[str, float] | None,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The chains with every op computed for every row and selected per row (no host sync).
+
+    Args:
+        x_levels: clean images as uint8 levels, (N, C, H, W).
+        op, mag: op index and magnitude of chain row ``k * N + n`` at each step, (rows, D).
+        depth: ops of each chain row, (rows,).
+        timings: seconds per stage, or None.
+        dtype: float type of the resampling.
+
+    Returns:
+        The chain levels, (rows, C, H, W) uint8.
+    """
+    n, c, h, w = x_levels.shape
+    dev = x_levels.device
+    rows_total, steps = op.shape
+    out = torch.empty(rows_total, c, h, w, device=dev, dtype=torch.uint8)
+    # Rows go through all steps in chunks of bounded size: every op's temporaries (the int64
+    # LUT index, the float resampling) are for the whole chunk.
+    chunk = max(1, _DENSE_CHUNK_VALUES // max(1, c * h * w))
+    for start in range(0, rows_total, chunk):
+        stop = min(start + chunk, rows_total)
+        s = out[start:stop]
+        with _timed(timings, "gather", dev):
+            rows = torch.arange(start, stop, device=dev)
+            torch.index_select(x_levels, 0, rows % n, out=s)
+        for step in range(steps):
+            live = depth[start:stop] > step
+            _dense_step_(s, op[start:stop, step], mag[start:stop, step], live, timings, dtype)
+    return out
+
+
+#: The ways :func:`augmix_chains` can run (see there).
+CHAIN_MODES: tuple[str, ...] = ("auto", "grouped", "dense")
+
+
+@torch.no_grad()
+def augmix_chains(
+    x: Tensor,
+    params: AugMixParams,
+    *,
+    as_levels: bool = False,
+    mode: str = "auto",
+    timings: dict[str, float] | None = None,
+) -> Tensor:
+    """Apply the AugMix chains of ``params`` to every image (deterministic given ``params``).
+
+    All ``width * N`` chain images form one batch, kept as uint8 levels between ops. Two ways
+    to run a chain step, with the same output bit for bit:
+
+    * ``"grouped"``: the rows still running are gathered into a new buffer sorted by the op
+      they apply, so each op runs once, in place, on one contiguous slice: one ``grid_sample``
+      for all rotations and shears, slice copies for the whole-pixel translations, lookup
+      tables for the colour ops; rows whose chain has ended drop out. Learning the group sizes
+      is one host synchronization per step. Fastest on the CPU.
+    * ``"dense"``: every op kind runs on every row (with a neutral magnitude where the row
+      applies another op) and each row keeps its own op's result: one per-plane LUT for all
+      colour ops, one gather for all translations, one ``grid_sample`` selected per row. About
+      the op count times the work, but no host synchronization at all, so on a GPU the host
+      never waits for the device (a training step keeps the queue full).
+    * ``"auto"`` (default): grouped on the CPU, dense on any other device.
+
+    No gradient flows through the chains (AugMax differentiates through :func:`mix` only).
+
+    Args:
+        x: clean images, float in [0, 1] or uint8 levels 0..255 (e.g. the stored data).
+        params: parameters from :func:`sample_augmix_params` with ``batch_size == N``; moved to
+            x's device if needed (a host-to-device copy: draw them on x's device instead).
+        as_levels: return the uint8 levels (0..255) the chains compute in, instead of float
+            images in [0, 1]: a quarter of the memory, and :func:`mix` takes them as they are.
+        mode: ``"auto"``, ``"grouped"`` or ``"dense"``, as above.
+        timings: if given, seconds per stage are added to it (the device is synchronized around
+            each stage; for profiling only).
+
+    Returns:
+        The chain outputs: float in [0, 1] (x's dtype, float32 for uint8 x), or uint8 levels
+        with ``as_levels``.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`
+        - output: :math:`(width, N, C, H, W)`
+    """
+    if x.dtype != torch.uint8:
+        _check_images(x)
+    elif x.dim() != 4:
+        raise ValueError(f"x must have shape (N, C, H, W); got {tuple(x.shape)}")
+    if mode not in CHAIN_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(CHAIN_MODES)}")
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    n, c, h, w = x.shape
+    if params.batch_size != n:
+        raise ValueError(f"params are for {params.batch_size} images; x has {n}")
+    dev = x.device
+    rows_total, steps = params.width * n, params.op.shape[2]
+    op = params.op.to(dev).reshape(rows_total, steps)
+    mag = params.magnitudes(h, w).to(dev).reshape(rows_total, steps)
+    depth = params.depth.to(dev).reshape(rows_total)
+    x_levels = x if x.dtype == torch.uint8 else _to_levels(x)
+    dense = mode == "dense" or (mode == "auto" and dev.type != "cpu")
+    run = _dense_chains if dense else _grouped_chains
+    levels = run(x_levels, op, mag, depth, timings, dtype).view(params.width, n, c, h, w)
     if as_levels:
         return levels
     with _timed(timings, "to float", dev):
