@@ -785,7 +785,11 @@ def _resample_u8_(s: Tensor, coeffs: Tensor, dtype: torch.dtype) -> None:
 
 
 def _grouped_chains(
-    x_levels: Tensor, op: Tensor, mag: Tensor, depth: Tensor, timings: dict[str, float] | None,
+    x_levels: Tensor,
+    op: Tensor,
+    mag: Tensor,
+    depth: Tensor,
+    timings: dict[str, float] | None,
     dtype: torch.dtype,
 ) -> Tensor:
     """The chains with rows sorted into op groups at each step (one host sync per step).
@@ -856,7 +860,11 @@ def _grouped_chains(
 
 
 def _dense_step_(
-    s: Tensor, op: Tensor, mag: Tensor, live: Tensor, timings: dict[str, float] | None,
+    s: Tensor,
+    op: Tensor,
+    mag: Tensor,
+    live: Tensor,
+    timings: dict[str, float] | None,
     dtype: torch.dtype,
 ) -> None:
     """In place: one chain step of every row of ``s``, with no host sync.
@@ -911,7 +919,11 @@ def _dense_step_(
 
 
 def _dense_chains(
-    x_levels: Tensor, op: Tensor, mag: Tensor, depth: Tensor, timings: dict[str, float] | None,
+    x_levels: Tensor,
+    op: Tensor,
+    mag: Tensor,
+    depth: Tensor,
+    timings: dict[str, float] | None,
     dtype: torch.dtype,
 ) -> Tensor:
     """The chains with every op computed for every row and selected per row (no host sync).
