@@ -1,14 +1,22 @@
 """Tests for studykit.augmentations: each op's defining property, agreement with PIL (the AugMix
 reference's image library), per-sample parameters, replayability, mixing gradients, sampling
-distributions, and the MaxUp augmentations (Cutout, CutMix, Gaussian noise)."""
+distributions, the dense chains (same levels as the grouped ones, no host synchronization), and
+the MaxUp augmentations (Cutout, CutMix, Gaussian noise)."""
 
 from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from studykit import augmentations as A
 
@@ -445,6 +453,224 @@ def test_cuda_matches_cpu(images_u8):
     cpu = A.augmix_chains(x, p)
     cuda = A.augmix_chains(x.cuda(), p).cpu()
     assert ((cpu - cuda).abs() > 1.5 / 255).float().mean() < 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# The dense (host-sync-free) chains: same levels as the grouped ones, nothing read back.
+
+
+def random_chain_case(seed: int):
+    """Images and AugMix parameters of a random size, width, depth range and severity."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    n = pick([1, 1, 2, 5, 17, 40])
+    c, h, w = pick([(3, 32, 32), (3, 32, 32), (1, 32, 32), (3, 20, 28)])
+    x = natural_u8(n, 32, seed)[:, :c, :h, :w].contiguous()
+    x[0, 0] = 90  # a flat plane: autocontrast and equalize leave it alone
+    params = A.sample_augmix_params(
+        n,
+        width=pick([1, 2, 3, 4]),
+        depth=pick([-1, 1, 2, 3, (1, 5)]),
+        severity=pick([0.5, 3.0, 3.0, 10.0]),
+        generator=g,
+    )
+    return (x if seed % 2 else to_float(x)), params
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_dense_chains_equal_grouped_chains_bit_for_bit(seed):
+    x, p = random_chain_case(seed)
+    grouped = A.augmix_chains(x, p, as_levels=True, mode="grouped")
+    dense = A.augmix_chains(x, p, as_levels=True, mode="dense")
+    assert dense.dtype == torch.uint8 and torch.equal(dense, grouped)
+    assert torch.equal(A.augmix_chains(x, p, mode="dense"), A.augmix_chains(x, p))
+
+
+def every_op_at_every_step(n: int, steps: int, severity: float, seed: int) -> A.AugMixParams:
+    """Width-3 parameters whose rows run through all 9 ops at every step, at every depth."""
+    p = A.sample_augmix_params(
+        n, depth=steps, severity=severity, generator=torch.Generator().manual_seed(seed)
+    )
+    k, i, s = torch.meshgrid(torch.arange(3), torch.arange(n), torch.arange(steps), indexing="ij")
+    op = (i + 4 * s + 2 * k) % len(A.AUGMIX_OPS)
+    depth = 1 + (torch.arange(3).view(3, 1) + torch.arange(n)) % steps
+    return dataclasses.replace(p, op=op, depth=depth)
+
+
+@pytest.mark.parametrize("severity", [0.2, 3.0, 10.0])
+def test_dense_chains_equal_grouped_for_every_op_at_every_step(images_u8, severity):
+    p = every_op_at_every_step(len(images_u8), 3, severity, seed=int(severity * 10))
+    assert set(p.op[:, :, 2].flatten().tolist()) == set(range(9))
+    grouped = A.augmix_chains(images_u8, p, as_levels=True, mode="grouped")
+    dense = A.augmix_chains(images_u8, p, as_levels=True, mode="dense")
+    assert torch.equal(dense, grouped)
+    assert (grouped != images_u8).flatten(2).any(2).float().mean() > 0.5  # the ops did act
+
+
+def test_dense_chains_equal_grouped_across_row_chunks(images_u8, monkeypatch):
+    p = A.sample_augmix_params(len(images_u8), generator=torch.Generator().manual_seed(21))
+    grouped = A.augmix_chains(images_u8, p, as_levels=True, mode="grouped")
+    monkeypatch.setattr(A, "_DENSE_CHUNK_VALUES", 5 * images_u8[0].numel())  # 5 rows a chunk
+    assert torch.equal(A.augmix_chains(images_u8, p, as_levels=True, mode="dense"), grouped)
+
+
+def test_chain_modes(images_u8):
+    p = A.sample_augmix_params(len(images_u8), generator=torch.Generator().manual_seed(0))
+    auto: dict[str, float] = {}
+    A.augmix_chains(images_u8, p, timings=auto)
+    assert "sort + gather" in auto  # auto is the grouped path on the CPU
+    dense: dict[str, float] = {}
+    A.augmix_chains(images_u8, p, mode="dense", timings=dense)
+    assert {"colour LUTs", "translate", "rotate/shear (grid_sample)"} <= set(dense)
+    with pytest.raises(ValueError, match="unknown mode 'sorted'; choose one of: auto, grouped"):
+        A.augmix_chains(images_u8, p, mode="sorted")
+
+
+class HostReads(TorchDispatchMode):
+    """Records the ops that would make the host wait for a GPU or copy host data to it.
+
+    Reading a value (``.item()``, ``bool(t)``, a Python ``if`` on a tensor), ``nonzero``,
+    ``unique`` and masked selection (output size known only on the device), ``torch.tensor``
+    from host data, and copies from CPU tensors to another device. ``.tolist()`` does not
+    dispatch (on the meta device it fails), nor does ``torch.tensor(data, device=d)``'s copy:
+    the source scan below looks for both.
+    """
+
+    VALUE_READS = (
+        "_local_scalar_dense",
+        "item",
+        "is_nonzero",
+        "nonzero",
+        "unique",
+        "_unique",
+        "masked_select",
+        "lift_fresh",
+        "equal",
+    )
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name.startswith(self.VALUE_READS):
+            self.seen.append(str(func))
+        elif name in ("_to_copy", "copy_"):
+            src = args[1] if name == "copy_" else args[0]
+            dst = args[0].device if name == "copy_" else kwargs.get("device") or src.device
+            if src.device.type == "cpu" and torch.device(dst).type != "cpu":
+                self.seen.append(f"{func} from the host")
+        return func(*args, **kwargs)
+
+
+def test_dense_chains_and_mixing_read_nothing_back(images_u8, monkeypatch):
+    # The meta device stands in for a GPU: auto mode takes the dense path there, any read of
+    # a value fails (meta tensors hold no data), and HostReads sees the copies from the host.
+    x, x_u8 = to_float(images_u8).to("meta"), images_u8.to("meta")
+    p = A.sample_augmix_params(len(x), generator=torch.Generator().manual_seed(0))
+    p2 = A.sample_augmix_params(2 * len(x), generator=torch.Generator().manual_seed(1))
+    p, p2 = p.to("meta"), p2.to("meta")
+    # augmix/augmix_views as a method calls them, with parameters drawn on x's device.
+    monkeypatch.setattr(A, "sample_augmix_params", lambda n, **kw: {len(x): p, 2 * len(x): p2}[n])
+    with HostReads() as reads:
+        chains = A.augmix_chains(x, p, as_levels=True)
+        A.augmix_chains(x_u8, p)
+        A.mix(x, chains, p.w, p.m)
+        A.mix(x, chains, p.w, 0.5)
+        A.augmix(x)
+        A.augmix_views(x, 2)
+    assert chains.device.type == "meta" and chains.shape == (3, *x.shape)
+    assert not reads.seen, reads.seen
+
+
+def test_sampling_reads_nothing_back():
+    g = torch.Generator().manual_seed(0)
+    with HostReads() as reads:
+        A.sample_augmix_params(8, generator=g)
+        A.sample_augmix_params(8, depth=(1, 4), alpha=0.5, generator=g)
+    assert not reads.seen, reads.seen
+
+
+# The functions a training step runs through on a GPU (dense chains, mixing, sampling).
+SYNC_FREE = [
+    A.sample_augmix_params,
+    A._gamma,
+    A.AugMixParams.to,
+    A.AugMixParams.magnitudes,
+    A.augmix,
+    A.augmix_views,
+    A.augmix_chains,
+    A._dense_chains,
+    A._dense_step_,
+    A.mix,
+    A._per_sample,
+    A._check_images,
+    A._to_levels,
+    A._from_levels,
+    A._autocontrast_lut,
+    A._equalize_lut,
+    A._posterize_u8_,
+    A._solarize_u8_,
+    A._apply_lut_u8_,
+    A._resample_u8_,
+    A._pil_grid,
+    A._grid_coeffs,
+    A._rotate_coeffs,
+    A._timed,
+]
+
+
+def code_without_strings(fn) -> str:
+    """The source of fn without its comments and string literals (docstrings included)."""
+    source = textwrap.dedent(inspect.getsource(fn))
+    skip = (tokenize.COMMENT, tokenize.STRING)
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return " ".join(t.string for t in tokens if t.type not in skip)
+
+
+@pytest.mark.parametrize("fn", SYNC_FREE, ids=lambda fn: fn.__qualname__)
+def test_training_path_code_has_no_host_reads(fn):
+    code = code_without_strings(fn)
+    for construct in (
+        ". tolist (",
+        ". item (",
+        "nonzero",
+        "unique",
+        "bool (",
+        ". cpu (",
+        ". numpy (",
+        "torch . tensor (",
+        "masked_select",
+        "synchronize",
+    ):
+        assert construct not in code, f"{fn.__qualname__} uses {construct.replace(' ', '')}"
+
+
+@pytest.mark.gpu
+def test_cuda_augmix_step_never_synchronizes(images_u8):
+    x = to_float(images_u8).cuda()
+
+    def step(seed: int):
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        p = A.sample_augmix_params(len(x), generator=g)
+        chains = A.augmix_chains(x, p, as_levels=True)
+        A.mix(x, chains, p.w, p.m)
+        A.augmix_views(x, 2, generator=g)
+        return p, chains
+
+    step(0)  # warm-up: lazy CUDA set-up is not the chains'
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        p, chains = step(1)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert torch.equal(chains, A.augmix_chains(x, p, as_levels=True, mode="grouped"))
 
 
 # ---------------------------------------------------------------------------------------------
