@@ -467,3 +467,22 @@ def plot_layer_statistics(stats: pd.DataFrame, value: str) -> matplotlib.figure.
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_history_columns(
+    histories: dict[str, pd.DataFrame], columns: dict[str, str], title: str = ""
+) -> matplotlib.figure.Figure:
+    """Per-epoch history columns, one panel per column (``{column: y label}``), one line per
+    run; runs without a column are left out of its panel."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
+    for ax, (column, ylabel) in zip(axes[0], columns.items()):
+        for label, h in histories.items():
+            if column in h:
+                ax.plot(h["epoch"], h[column], marker="o", ms=3, label=label)
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
