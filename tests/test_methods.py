@@ -266,6 +266,10 @@ def test_pgd_at_eps_ramp_is_a_function_of_the_step(monkeypatch):
     assert ramp_scale(0, 100, 0.0) == 1.0
     assert ramp_scale(9, 100, 0.5) == pytest.approx(10 / 50)
     assert ramp_scale(49, 100, 0.5) == 1.0 and ramp_scale(99, 100, 0.5) == 1.0
+    # A delay of clean training first, then the ramp.
+    assert ramp_scale(19, 100, 0.5, delay=0.2) == 0.0
+    assert ramp_scale(29, 100, 0.5, delay=0.2) == pytest.approx(10 / 50)
+    assert ramp_scale(69, 100, 0.5, delay=0.2) == 1.0
     m = methods.create_method("pgd_at", eps_ramp=0.5, steps=2)
     model = create_model("small_cnn", 4, width=8).train()
     x, y = _toy_batch(16)

@@ -12,8 +12,8 @@ presets are the ones that help corruption robustness (AugMax Table 10; METHODS.m
 (tau + 1)-th misclassified step (tau = 0: at the first misclassified point).
 
 ``eps_ramp`` (a fraction of training) grows eps and the step size linearly from 0 to their
-values over that first part of training, a pure function of the global step (so a resumed run
-equals an uninterrupted one). Madry et al. train at full eps from the start (``eps_ramp=0``,
+values over that part of training, after ``eps_delay`` (a fraction of clean training first); a
+pure function of the global step (so a resumed run equals an uninterrupted one). Madry et al. train at full eps from the start (``eps_ramp=0``,
 the default); small models with short budgets stay at chance that way, and an eps warm-up is
 the usual remedy (e.g. Gowal et al. 2018, Wong et al. 2020).
 """
@@ -37,7 +37,8 @@ class PGDATConfig(MethodConfig):
     ``early_stop``: FAT's tau, a per-sample budget of misclassified steps checked before each
     update (0 keeps the first misclassified point, the random start included). AugMax's option
     of the same name is checked after each update instead (every sample takes a step).
-    ``eps_ramp``: fraction of training over which eps and the step size grow from 0.
+    ``eps_ramp``: fraction of training over which eps and the step size grow from 0, after
+    ``eps_delay``, a fraction of training at eps 0 (clean training).
     """
 
     preset: str = "linf_8"
@@ -47,12 +48,14 @@ class PGDATConfig(MethodConfig):
     early_stop: int | None = None
     attack_eval_mode: bool = True
     eps_ramp: float = 0.0
+    eps_delay: float = 0.0
 
     def __post_init__(self) -> None:
         pgd_preset(self.preset)  # raises for an unknown preset
-        if not 0.0 <= self.eps_ramp <= 1.0:
-            raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], "
-                             f"got {self.eps_ramp!r}")
+        for key in ("eps_ramp", "eps_delay"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must be a fraction of training in [0, 1], "
+                                 f"got {getattr(self, key)!r}")
 
     def attack_kwargs(self) -> dict:
         kw = pgd_preset(self.preset)
@@ -66,11 +69,17 @@ class PGDATConfig(MethodConfig):
         return kw
 
 
-def ramp_scale(step: int, total_steps: int, ramp: float) -> float:
-    """The fraction of eps in use at global ``step``: (step + 1) / (ramp * total), at most 1."""
-    if ramp <= 0 or total_steps <= 0:
+def ramp_scale(step: int, total_steps: int, ramp: float, delay: float = 0.0) -> float:
+    """The fraction of eps in use at global ``step``: 0 for the first ``delay * total`` steps,
+    then (step + 1 - delay * total) / (ramp * total), at most 1."""
+    if total_steps <= 0:
         return 1.0
-    return min(1.0, (step + 1) / (ramp * total_steps))
+    t = step + 1 - delay * total_steps
+    if t <= 0:
+        return 0.0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, t / (ramp * total_steps))
 
 
 @register_method("pgd_at")
@@ -82,7 +91,7 @@ class PGDAT(Method):
         self.scale = 1.0
 
     def set_progress(self, step: int, total_steps: int) -> None:
-        self.scale = ramp_scale(step, total_steps, self.config.eps_ramp)
+        self.scale = ramp_scale(step, total_steps, self.config.eps_ramp, self.config.eps_delay)
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         cfg = self.config
