@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import time
+import math
 import types
 
 import numpy as np
@@ -26,8 +25,6 @@ from studykit.data import (
     make_synthetic,
 )
 
-logger = logging.getLogger(__name__)
-
 
 @pytest.fixture(scope="module")
 def synth() -> ImageDataset:
@@ -35,11 +32,8 @@ def synth() -> ImageDataset:
 
 
 @pytest.fixture(scope="module")
-def synth10k() -> tuple[ImageDataset, float]:
-    torch.set_num_threads(2)
-    start = time.perf_counter()
-    data = make_synthetic(10_000, 0, seed=0)
-    return data, time.perf_counter() - start
+def synth10k() -> ImageDataset:
+    return make_synthetic(10_000, 0, seed=0)
 
 
 def _tiny_dataset(name: str = "tiny", n_train: int = 40, n_test: int = 30, size: int = 8):
@@ -91,28 +85,86 @@ def test_synthetic_class_balance(synth):
     assert (counts - 123.4).abs().max() <= synthetic._CHUNK / 10  # only the last chunk is partial
 
 
-def test_synthetic_generation_time(synth10k):
-    data, seconds = synth10k
-    logger.info(
-        "make_synthetic: 10,000 images in %.2f s (%.0f images/s)", seconds, 10_000 / seconds
-    )
-    assert data.x_train.shape[0] == 10_000
-    assert seconds < 20.0
+def test_synthetic_same_for_any_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = make_synthetic(600, 260, seed=5)
+        torch.set_num_threads(2)  # two chunk-rendering Python threads
+        two = make_synthetic(600, 260, seed=5)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(one, key), getattr(two, key)), key
+    assert torch.get_num_threads() == threads
 
 
 def test_synthetic_statistics(synth10k):
-    data, _ = synth10k
-    x = data.x_train.float() / 255
+    x = synth10k.x_train.float() / 255
     mean = x.mean((0, 2, 3))
     assert ((mean > 0.40) & (mean < 0.55)).all(), mean
     assert (x.std((0, 2, 3)) > 0.15).all()
     # Colour and brightness carry no class information: per-class mean colours are close.
     per_image = x.mean((2, 3))
-    class_means = torch.stack([per_image[data.y_train == k].mean(0) for k in range(10)])
+    class_means = torch.stack([per_image[synth10k.y_train == k].mean(0) for k in range(10)])
     assert (class_means - mean).abs().max() < 0.04, class_means
+    # Nor does the images' contrast.
+    contrast = x.mean(1).std((1, 2))
+    class_contrast = torch.stack([contrast[synth10k.y_train == k].mean() for k in range(10)])
+    assert (class_contrast - contrast.mean()).abs().max() < 0.02, class_contrast
     # Images are not flat: there is high-frequency content.
     grad = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
     assert grad > 0.02
+
+
+def _luminance_power_slope(x: torch.Tensor) -> float:
+    """Slope of log radial power vs log frequency of the images' luminance (natural: about -2)."""
+    lum = x.float().mean(1) / 255
+    power = torch.fft.fft2(lum - lum.mean((1, 2), keepdim=True)).abs().square().mean(0)
+    f = torch.fft.fftfreq(x.shape[-1])
+    radius = torch.hypot(f.view(-1, 1), f.view(1, -1))
+    bands = torch.logspace(math.log10(1 / 16), math.log10(0.45), 6)
+    logs = [(math.log(float(lo * hi) ** 0.5), math.log(float(power[(radius >= lo) & (radius < hi)]
+             .mean()))) for lo, hi in zip(bands[:-1], bands[1:])]
+    fx, fy = torch.tensor(logs).t()
+    return float(((fx - fx.mean()) * (fy - fy.mean())).sum() / ((fx - fx.mean()) ** 2).sum())
+
+
+def test_synthetic_natural_image_statistics(synth10k):
+    x = synth10k.x_train[:3000]
+    # A 1/f amplitude spectrum, as natural images have (the real CIFAR copy: about -2.8).
+    assert -3.5 < _luminance_power_slope(x) < -2.0
+    # Luminance carries the edges; chroma is smooth, as in photographs (and JPEG's 4:2:0).
+    xf = x.float() / 255
+    lum = xf.mean(1, keepdim=True)
+    chroma = xf - lum
+    grad_lum = (lum[..., 1:] - lum[..., :-1]).abs().mean()
+    grad_chroma = (chroma[..., 1:] - chroma[..., :-1]).abs().mean()
+    assert grad_chroma < 0.25 * grad_lum, (grad_chroma, grad_lum)
+
+
+def test_synthetic_textures_are_the_sklearn_photographs():
+    sample_images = pytest.importorskip("sklearn.datasets").load_sample_images
+    photos = synthetic._sample_photographs()
+    assert [p.shape for p in photos] == [(427, 640, 3)] * 2
+    for ours, theirs in zip(photos, sample_images().images):
+        assert np.array_equal(ours, theirs)
+    canvas, rects = synthetic._photo_atlas()
+    assert canvas.shape[:2] == (1, 3) and 0 <= float(canvas.min()) and float(canvas.max()) <= 1
+    for top, left, h, w in rects.tolist():  # every level lies on the canvas
+        assert top + h <= canvas.shape[2] and left + w <= canvas.shape[3]
+
+
+def test_synthetic_chunk_is_in_range_and_varied():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(50) % 10
+    img = synthetic._render_chunk(labels, 32, g)
+    assert img.shape == (50, 3, 32, 32) and img.dtype == torch.float32
+    assert float(img.min()) >= 0 and float(img.max()) <= 1
+    # No two images alike, and no image flat.
+    flat = img.flatten(1)
+    assert torch.cdist(flat, flat).add_(torch.eye(50) * 1e3).min() > 1.0
+    assert (img.std((1, 2, 3)) > 0.01).all()
 
 
 def test_load_dataset_synthetic_caches(tmp_path, monkeypatch):
