@@ -7,8 +7,14 @@ every corruption x severity of their own test sets, and prints the accuracy drop
 the corruptions other than jpeg_compression (the real copy is already JPEG-75 compressed), and
 both clean accuracies, then the command that reproduces it.
 
-    python benchmarks/stand_in_check.py                       # the full quick budget
-    python benchmarks/stand_in_check.py --epochs 5 --n-train 4000   # a cheaper proxy
+    python benchmarks/stand_in_check.py                  # the full quick budget
+    python benchmarks/stand_in_check.py --n-test 1000    # a cheaper proxy
+
+Check a proxy against the full budget before trusting it. Halving the corrupted test set
+(``--n-test 1000``, same training) ranked the corruptions as the full budget did (Spearman 0.99
+for the synthetic column, 0.97 for the real one); cutting training (``--epochs 6 --n-train
+5000``) left the synthetic model at 21 % clean accuracy with a ranking unrelated to the full
+one (-0.15), and a spurious rho of 0.9.
 
 Both runs use the same budget, so a proxy compares like with like; each run is cached under
 ``runs/`` (the real-copy run trains once per budget: its data never changes), and a synthetic run
