@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 # The generator lives in studykit.synthetic; these names stay importable from here too.
+from studykit.rng import seeded_generator
 from studykit.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES, make_synthetic
 
 logger = logging.getLogger(__name__)
@@ -74,14 +75,8 @@ _CIFAR = {
 _RELEASED_PER_SEVERITY = 10_000
 
 
-def _derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any printable parts (unlike `hash`, the same in every process)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
 def _generator(*parts: object) -> torch.Generator:
-    return torch.Generator().manual_seed(_derive_seed(*parts))
+    return seeded_generator(*parts)
 
 
 def _atomic_save(obj: object, path: Path) -> None:

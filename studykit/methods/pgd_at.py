@@ -13,9 +13,10 @@ presets are the ones that help corruption robustness (AugMax Table 10; METHODS.m
 
 ``eps_ramp`` (a fraction of training) grows eps and the step size linearly from 0 to their
 values over that part of training, after ``eps_delay`` (a fraction of clean training first); a
-pure function of the global step (so a resumed run equals an uninterrupted one). Madry et al. train at full eps from the start (``eps_ramp=0``,
-the default); small models with short budgets stay at chance that way, and an eps warm-up is
-the usual remedy (e.g. Gowal et al. 2018, Wong et al. 2020).
+pure function of the global step (so a resumed run equals an uninterrupted one). Madry et al.
+train at full eps from the start (``eps_ramp=0``, the default); small models with short budgets
+stay at chance that way, and an eps warm-up is the usual remedy (e.g. Gowal et al. 2018, Wong et
+al. 2020).
 """
 
 from __future__ import annotations
