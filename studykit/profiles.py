@@ -29,6 +29,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "eval_corruption_images": None,
         "eval_adversarial_images": 64,
         "gallery_images": 2,
+        "download": False,
     },
     "quick": {
         "dataset": "synthetic",
@@ -43,6 +44,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "eval_corruption_images": None,
         "eval_adversarial_images": 500,
         "gallery_images": 3,
+        "download": False,
     },
     "paper": {
         "dataset": "cifar10",
@@ -57,6 +59,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "eval_corruption_images": None,
         "eval_adversarial_images": 1_000,
         "gallery_images": 3,
+        "download": True,  # fetch CIFAR-10 when it is missing (studykit fetch)
     },
 }
 

@@ -31,18 +31,26 @@ log = logging.getLogger(__name__)
 FIGURES_ENV = "STUDYKIT_FIGURES"
 
 
+_smoke_dir: Path | None = None
+
+
 def figures_root(profile: str | None = None) -> Path:
     """Where figures are written.
 
     ``$STUDYKIT_FIGURES`` wins; otherwise ``figures/`` of the project root, except under the
-    ``smoke`` profile, which writes to a temporary folder so that test runs never touch
-    committed figures.
+    ``smoke`` profile, which writes to a new temporary folder of this process (logged once), so
+    that test runs never touch committed figures nor each other's. ``studykit study`` makes one
+    such folder per study run and hands it to its notebooks through ``$STUDYKIT_FIGURES``.
     """
+    global _smoke_dir
     env = os.environ.get(FIGURES_ENV)
     if env:
         return Path(env)
     if profile == "smoke":
-        return Path(tempfile.gettempdir()) / "studykit-smoke-figures"
+        if _smoke_dir is None:
+            _smoke_dir = Path(tempfile.mkdtemp(prefix="studykit-smoke-figures-"))
+            log.info("smoke profile: figures go to %s", _smoke_dir)
+        return _smoke_dir
     return project_root() / "figures"
 
 
