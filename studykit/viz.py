@@ -322,6 +322,22 @@ def plot_eps_curve(curves: dict[str, pd.DataFrame]) -> matplotlib.figure.Figure:
     return fig
 
 
+def plot_curves(curves: dict[str, pd.DataFrame], x: str, y: str, *, xlabel: str = "",
+                ylabel: str = "", title: str = "") -> matplotlib.figure.Figure:
+    """One line per entry of ``curves`` (``df[x]`` against ``df[y]``)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for label, c in curves.items():
+        ax.plot(c[x], c[y], marker="o", label=label)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def corruption_heatmap(table: pd.DataFrame, title: str = "") -> matplotlib.figure.Figure:
     """Accuracy per corruption (rows) x severity (columns)."""
     piv = table.pivot(index="corruption", columns="severity", values="accuracy")

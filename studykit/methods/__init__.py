@@ -33,7 +33,8 @@ from studykit.rng import device_generator
 _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
-_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines")
+_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines", "robust_augmix",
+                  "maxup")
 
 
 @dataclass(frozen=True)

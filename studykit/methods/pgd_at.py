@@ -30,6 +30,7 @@ from torch import nn
 from studykit.attacks import PGD_PRESETS, default_step_size, pgd, pgd_preset
 from studykit.checks import FRACTION
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.schedules import ramp_scale
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,19 +73,6 @@ class PGDATConfig(MethodConfig):
         if kw["step_size"] is None:
             kw["step_size"] = default_step_size(kw["norm"], kw["eps"], kw["steps"])
         return kw
-
-
-def ramp_scale(step: int, total_steps: int, ramp: float, delay: float = 0.0) -> float:
-    """The fraction of eps in use at global ``step``: 0 for the first ``delay * total`` steps,
-    then (step + 1 - delay * total) / (ramp * total), at most 1."""
-    if total_steps <= 0:
-        return 1.0
-    t = step + 1 - delay * total_steps
-    if t <= 0:
-        return 0.0
-    if ramp <= 0:
-        return 1.0
-    return min(1.0, t / (ramp * total_steps))
 
 
 @register_method("pgd_at")
