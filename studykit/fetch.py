@@ -151,6 +151,10 @@ def download(spec: RemoteFile, dest: Path, *, progress: bool = True,
                         break
                     fh.write(chunk)
                     bar.update(len(chunk))
+            if total is not None and part.stat().st_size < total:
+                # http.client ends a read quietly when the server closes early
+                raise OSError(f"connection closed after {part.stat().st_size:,} of "
+                              f"{total:,} bytes")
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # asked past the end: the .part may be complete already
             pass
