@@ -116,7 +116,8 @@ def check_value(key: str, value: Any, tp: Any, allowed: Range | None = None,
     if not _matches(value, tp):
         raise ParamError(f"{key} must be {_describe(tp)}, got {value!r}")
     if choices is not None and value not in choices:
-        raise ParamError(f"{key} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        raise ParamError(f"unknown {key} {value!r}; choose one of: "
+                         f"{', '.join(map(str, choices))}")
     for v in _numbers(value):
         if not math.isfinite(v):
             raise ParamError(f"{key} must be finite, got {value!r}")

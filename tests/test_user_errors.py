@@ -54,6 +54,7 @@ BAD_INPUTS = [
     (["train", "-p", "method=nope"], ["'nope'", "augmax", "standard"]),
     (["train", "-p", "epoch=3"], ["'epoch'", "epochs"]),
     (["train", "-p", "method=augmax", "-p", "norm=xx"], ["'xx'", "dubin"]),
+    (["train", "-p", "method=pgd_at", "-p", "preset=linf_3"], ["'linf_3'", "linf_8"]),
     (["train", "-p", "dataset=imagenet"], ["'imagenet'", "synthetic"]),
     (["train", "--profile", "fast"], ["'fast'", "smoke, quick, paper"]),
     (["train", "-p", "arch=vgg"], ["'vgg'", "resnet18"]),

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.attacks import PGD_PRESETS, default_step_size, pgd, pgd_preset
+from studykit.attacks import default_step_size, pgd, pgd_preset
 from studykit.checks import FRACTION
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.schedules import ramp_scale
@@ -54,7 +54,6 @@ class PGDATConfig(MethodConfig):
     eps_delay: float = 0.0
 
     RANGES = {"eps_ramp": FRACTION, "eps_delay": FRACTION}
-    CHOICES = {"preset": tuple(PGD_PRESETS)}
 
     def __post_init__(self) -> None:
         pgd_preset(self.preset)  # raises for an unknown preset
