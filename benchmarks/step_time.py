@@ -18,11 +18,19 @@ the count is an upper bound):
            were computed: the early stop computes only the active samples) + 3 views
            forward/backward                                                 -> s + 3
   pgd_at:  steps forward + input-backward, + 1 forward/backward            -> steps + 1
+  robust_augmix: steps of L2 PGD + 3 views in three forwards/backwards     -> steps + 3
+  maxup:   m forwards of the copies without gradient (1 unit each; a low-resolution copy of
+           side r costs (r / 32)^2 of that) + 1 forward/backward           -> 1 + m / 3
+           (low-res 16: 1 + m / 12)
+
+A method may carry options after a colon, e.g. ``maxup:low_res=16`` or ``maxup:m=8,low_res=16``
+(values are Python literals).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import sys
 import time
@@ -46,7 +54,22 @@ def pass_count(name: str, method, metrics: dict) -> float | None:
         return metrics["search_cost"] * method.config.steps + 3.0
     if name == "pgd_at":
         return method.config.attack_kwargs()["steps"] + 1.0
+    if name == "robust_augmix":
+        return method.config.steps + 3.0
+    if name == "maxup":
+        side = method.config.low_res or 32
+        return 1.0 + method.config.m / 3 * min(1.0, (side / 32) ** 2)
     return None
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+    """``"maxup:m=8,low_res=16"`` -> ``("maxup", {"m": 8, "low_res": 16})``."""
+    name, _, opts = spec.partition(":")
+    options = {}
+    for pair in filter(None, opts.split(",")):
+        key, _, raw = pair.partition("=")
+        options[key] = ast.literal_eval(raw)
+    return name, options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="standard steps on the batch before timing (0: an untrained model)")
     p.add_argument("--profile", default="paper",
                    help="apply this profile's method overrides (paper: the Config defaults)")
-    p.add_argument("--methods", nargs="*", default=["standard", "augmix", "augmax", "pgd_at"])
+    p.add_argument("--methods", nargs="*",
+                   default=["standard", "augmix", "augmax", "pgd_at", "robust_augmix", "maxup",
+                            "maxup:low_res=16"])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -80,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         clean_acc = float((trained.eval()(x).argmax(1) == y).float().mean()) * 100
     setups = {}
-    for name in args.methods:
-        method = create_method(name, **method_overrides(args.profile, name))
+    for spec in args.methods:
+        name, options = parse_method(spec)
+        method = create_method(name, **{**method_overrides(args.profile, name), **options})
         model = copy.deepcopy(trained)
         model = method.prepare_model(model).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        setups[name] = (method, model.train(), opt)
+        setups[spec] = (method, model.train(), opt)
     times = {name: 0.0 for name in setups}
     metric_sums: dict[str, dict[str, float]] = {name: {} for name in setups}
     for it in range(args.warmup + args.steps):
@@ -113,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         ms = 1000 * t / args.steps
         ratio = f"{t / base:.1f}" if base else "n/a"
         means = {k: v / args.steps for k, v in metric_sums[name].items()}
-        count = pass_count(name, setups[name][0], means)
+        count = pass_count(parse_method(name)[0], setups[name][0], means)
         exp = f"{count:.1f}" if count is not None else "-"
         if "search_steps" in means:
             exp += (f" (steps taken {means['search_steps']:.1f} per sample, "

@@ -1,7 +1,9 @@
-"""The ``studykit`` command line: ``studykit list | train | eval | study``.
+"""The studykit command line: list, train, eval, study and fetch.
 
 ``train`` and ``eval`` call ``run_experiment`` (``-p key=value`` sets any of its parameters,
-values parsed as Python literals); ``study`` runs the notebook series with papermill.
+values parsed as Python literals); ``study`` runs the notebook series with papermill. A bad value
+ends in one line on stderr (``studykit: error: ...``) and exit status 2, Ctrl-C in exit status
+130 with a note on how to resume; ``-v`` shows full tracebacks.
 """
 
 from __future__ import annotations
@@ -14,32 +16,87 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+LIST_SECTIONS = ("datasets", "models", "corruptions", "methods", "profiles", "params")
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from studykit import corruptions, data, models
+DESCRIPTION = "Train, evaluate and compare robust-training methods; run the notebook series."
+EPILOG = """\
+profiles: smoke (seconds, CI), quick (default: minutes on a CPU), paper (GPU, CIFAR-10).
+examples:
+  studykit list methods
+  studykit list params            every -p key: type, default per profile, allowed values
+  studykit train -p method=augmax -p norm=dubin -p seed=1
+  studykit eval --profile quick -p method=augmix -p epochs=5
+  studykit study --notebooks 00 01
+  studykit fetch cifar10 cifar10-c   needs internet; checksums verified, resumable
+A run interrupted (Ctrl-C, a killed job) resumes from its last epoch when the same command is
+run again. Runs live in runs/ (or $STUDYKIT_RUNS)."""
+
+
+class CLIError(ValueError):
+    """A command-line mistake (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (no usage block): ``studykit: error: ...``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"studykit: error: {message} (see '{self.prog} --help')\n")
+
+
+def _sections(wanted: str | None) -> dict[str, list[str]]:
+    from studykit import corruptions, data, methods, models, profiles
 
     sections: dict[str, list[str]] = {
         "datasets": data.list_datasets(),
         "models": models.list_models(),
         "corruptions (benchmark)": corruptions.list_corruptions("benchmark"),
         "corruptions (extra)": corruptions.list_corruptions("extra"),
+        "methods": methods.list_methods(),
+        "profiles": list(profiles.list_profiles()),
     }
-    try:  # methods and profiles exist from the training-loop issue on
-        from studykit import methods
+    return {t: n for t, n in sections.items() if not wanted or t.startswith(wanted)}
 
-        sections["methods"] = methods.list_methods()
-    except ImportError:
-        pass
-    try:
-        from studykit import profiles
 
-        sections["profiles"] = list(profiles.list_profiles())
-    except ImportError:
-        pass
-    wanted = args.what
-    for title, names in sections.items():
-        if wanted and not title.startswith(wanted):
-            continue
+def params_table() -> list[str]:
+    """Lines of ``studykit list params``: every run_experiment key with its type, default per
+    profile and allowed values, then each method's options."""
+    from studykit import checks, experiment, methods, profiles
+
+    names = profiles.list_profiles()
+    lines = [f"{'key':24} {'type':28} " + " ".join(f"{p:>10}" for p in names) + "  allowed"]
+    defaults = {**experiment.TRAIN_KEYS, **experiment.EVAL_KEYS, **experiment.RUNTIME_KEYS}
+    for key, default in defaults.items():
+        tp, allowed = experiment.param_spec(key)
+        per_profile = [profiles.PROFILES[p].get(key, default) for p in names]
+        if key == "profile":
+            per_profile = list(names)
+        lines.append(f"{key:24} {checks.describe_type(tp):28} "
+                     + " ".join(f"{_short(v):>10}" for v in per_profile) + f"  {allowed}")
+    for m in methods.list_methods():
+        cls = methods.get_method_class(m).Config
+        fields = methods.method_config_fields(m)
+        lines.append("")
+        lines.append(f"method {m} options (-p key=value with -p method={m}):")
+        for key, default in fields.items():
+            tp, allowed = checks.describe_field(cls, key)
+            prof = [profiles.method_overrides(p, m).get(key, default) for p in names]
+            lines.append(f"  {key:22} {tp:28} " + " ".join(f"{_short(v):>10}" for v in prof)
+                         + f"  {allowed}")
+    return lines
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    text = str(v)
+    return text if len(text) <= 10 else text[:9] + "~"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "params":
+        print("\n".join(params_table()))
+        return 0
+    for title, names in _sections(args.what).items():
         print(f"{title}:")
         for n in names:
             print(f"  {n}")
@@ -52,7 +109,7 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"bad parameter {pair!r}; write key=value, e.g. epochs=3")
+            raise CLIError(f"bad parameter {pair!r}; write key=value, e.g. -p epochs=3")
         try:
             params[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -77,6 +134,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from studykit import study
 
+    if args.jobs < 1:
+        raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     study.run_study(
         profile=args.profile,
         notebooks=args.notebooks,
@@ -86,25 +145,50 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="studykit", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from studykit.fetch import fetch
 
-    pl = sub.add_parser("list", help="list datasets, models, corruptions, methods, profiles")
-    pl.add_argument(
-        "what", nargs="?", default=None,
-        help="only this section: datasets | models | corruptions | methods | profiles",
-    )
+    for name in args.names:
+        for path in fetch(name, args.root, progress=not args.quiet):
+            print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="studykit", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, and full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
+
+    pl = sub.add_parser("list", help="list datasets, models, corruptions, methods, profiles, "
+                                     "params")
+    pl.add_argument("what", nargs="?", default=None, choices=LIST_SECTIONS,
+                    help="only this section; params: every -p key with its type, default per "
+                         "profile and allowed values")
     pl.set_defaults(func=_cmd_list)
 
     for name, helptext in (("train", "train (or load) one configuration"),
                            ("eval", "train or load, then evaluate clean / corruptions / PGD")):
-        pt = sub.add_parser(name, help=helptext)
-        pt.add_argument("--profile", default="quick", help="smoke | quick | paper")
+        pt = sub.add_parser(name, help=helptext, description=helptext + ".", epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        pt.add_argument("--profile", default="quick",
+                        help="smoke | quick | paper (default quick: small_cnn, 15 epochs on "
+                             "10,000 synthetic images)")
         pt.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a run_experiment parameter, e.g. -p method=standard -p epochs=3")
+                        help="a run_experiment parameter, e.g. -p method=standard -p epochs=3; "
+                             "'studykit list params' lists them")
         pt.set_defaults(func=_cmd_train)
+
+    from studykit.fetch import FETCHABLE
+
+    pf = sub.add_parser("fetch", help="download a real dataset (checksums verified, resumable)")
+    pf.add_argument("names", nargs="+", choices=FETCHABLE, metavar="NAME",
+                    help=f"one or more of: {', '.join(FETCHABLE)}")
+    pf.add_argument("--root", default=None, help="data folder (default data/ or $STUDYKIT_DATA)")
+    pf.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    pf.set_defaults(func=_cmd_fetch)
 
     ps = sub.add_parser("study", help="run the notebook series with papermill")
     ps.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
@@ -117,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -124,7 +212,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("studykit: interrupted; a training run keeps its last finished epoch, and the "
+              "same command resumes it", file=sys.stderr)
+        return 130
+    except ValueError as e:  # a bad value: the message names it and what is allowed
+        if args.verbose:
+            raise
+        print(f"studykit: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a missing dataset, a read-only run store, a full disk
+        if args.verbose:
+            raise
+        print(f"studykit: error: {_one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The generator lives in studykit.synthetic; these names stay importable from here too.
 from studykit.rng import seeded_generator
-from studykit.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES, make_synthetic
+
+# The generator lives in studykit.synthetic; these names stay importable from here too.
+from studykit.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES, make_synthetic  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -218,27 +219,9 @@ def _balanced_indices(
 
 
 def _load_synthetic(root: Path | None, seed: int, n_train: int, n_test: int) -> ImageDataset:
-    if root is None:
-        return make_synthetic(n_train, n_test, seed=seed)
-    path = root / "synthetic" / f"synthetic-s{seed}-n{n_train}-{n_test}-v{GENERATOR_VERSION}.pt"
-    if path.exists():
-        try:
-            state = torch.load(path, weights_only=True)
-            return ImageDataset(
-                "synthetic",
-                state["x_train"],
-                state["y_train"],
-                state["x_test"],
-                state["y_test"],
-                SYNTHETIC_CLASSES,
-            )
-        except Exception as err:  # a damaged cache is regenerated, not fatal
-            logger.warning("ignoring unreadable cache %s: %s", path, err)
-    data = make_synthetic(n_train, n_test, seed=seed)
-    state = {k: getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test")}
-    _atomic_save(state, path)
-    logger.info("cached synthetic dataset at %s", path)
-    return data
+    from studykit.synthetic_cache import load_synthetic
+
+    return load_synthetic(root, seed, n_train, n_test)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,67 +265,6 @@ def _load_cifar(name: str, root: Path, download: bool) -> ImageDataset:
         torch.as_tensor(test.targets, dtype=torch.int64),
         classes,
     )
-
-
-def load_npz(path: str | os.PathLike) -> ImageDataset:
-    """Load a dataset from an ``.npz`` file.
-
-    The file holds ``x_train`` and ``x_test`` (uint8, NHWC with 3 channels, RGB), ``y_train`` and
-    ``y_test`` (integer labels from 0), and optionally ``classes`` (class names in label order;
-    otherwise the names are ``"0"``, ``"1"``, ...).
-
-    Args:
-        path: The ``.npz`` file.
-
-    Returns:
-        An `ImageDataset` named ``"npz:<file stem>"``.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: An array is missing or has the wrong dtype or shape.
-
-    Shape:
-        - x_train in the file: :math:`(N, H, W, 3)`; in the dataset :math:`(N, 3, H, W)`.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"npz dataset not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks arrays {missing}; it must hold x_train, y_train, x_test, y_test "
-                f"(and optionally classes); found {sorted(data.files)}"
-            )
-        arrays = {k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        names = data["classes"] if "classes" in data.files else None
-    tensors = {}
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(
-                f"{path}: x_{split} must be uint8 NHWC with 3 channels (N, H, W, 3); "
-                f"got {x.dtype} {x.shape}"
-            )
-        if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],):
-            raise ValueError(
-                f"{path}: y_{split} must be integer labels of shape ({x.shape[0]},); "
-                f"got {y.dtype} {y.shape}"
-            )
-        if y.size and y.min() < 0:
-            raise ValueError(f"{path}: y_{split} has negative label {int(y.min())}")
-        tensors[f"x_{split}"] = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-        tensors[f"y_{split}"] = torch.from_numpy(y.astype(np.int64))
-    max_label = max(int(arrays["y_train"].max(initial=-1)), int(arrays["y_test"].max(initial=-1)))
-    if names is not None:
-        classes = tuple(str(c) for c in names.tolist())
-        if len(classes) <= max_label:
-            raise ValueError(
-                f"{path}: classes has {len(classes)} names but labels go up to {max_label}"
-            )
-    else:
-        classes = tuple(str(i) for i in range(max_label + 1))
-    return ImageDataset(f"npz:{path.stem}", classes=classes, **tensors)
 
 
 def list_datasets() -> list[str]:
@@ -389,6 +311,8 @@ def load_dataset(
     if name in _CIFAR:
         data = _load_cifar(name, Path("data") if root_path is None else root_path, download)
     elif name.startswith("npz:") and len(name) > 4:
+        from studykit.npz import load_npz
+
         data = load_npz(name[4:])
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
@@ -724,3 +648,10 @@ def random_crop_flip(
     flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     return _crop_flip(x, offsets, flips, padding, flip, torch.arange(h, device=x.device),
                       torch.arange(w, device=x.device))
+
+
+def load_npz(path: str | os.PathLike) -> ImageDataset:
+    """``studykit.npz.load_npz`` (kept here for existing imports)."""
+    from studykit.npz import load_npz as _load
+
+    return _load(path)

@@ -205,3 +205,50 @@ def adversarial_curve(
     return pd.DataFrame(
         [{"norm": norm, "eps": float(e), "steps": steps, "accuracy": a} for e, a in accs.items()]
     )
+
+
+def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int = 10,
+                     max_rotation: float = 30.0, max_translation: float = 3.0, seed: int = 0,
+                     batch_size: int = 500) -> float:
+    """Accuracy (%) under the worst-of-k random spatial attack (rotation up to 30 degrees,
+    translation up to 3 px; ``attacks.spatial_worst_of_k``), in eval mode."""
+    device = _device_of(model)
+    g = torch.Generator(device=device).manual_seed(seed)
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size].to(device)
+        xb = xb.float().div(255) if xb.dtype == torch.uint8 else xb
+        yb = y[start:start + batch_size].to(device)
+        worst = attacks.spatial_worst_of_k(model, xb, yb, k=k, max_rotation=max_rotation,
+                                           max_translation=max_translation, generator=g)
+        with torch.no_grad():
+            correct += int((model(worst).argmax(1) == yb).sum())
+    return 100.0 * correct / max(x.shape[0], 1)
+
+
+def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                        norm: str = "Linf", version: str = "standard",
+                        batch_size: int = 500) -> float:
+    """Accuracy (%) under AutoAttack (Croce and Hein 2020), a stronger check than PGD-10.
+
+    Optional: needs the registry package ``pyautoattack`` (``pip install pyautoattack``; its
+    module is ``autoattack``).
+    """
+    try:
+        from autoattack import AutoAttack
+    except ImportError:
+        raise ImportError("AutoAttack needs the optional package pyautoattack: "
+                          "pip install pyautoattack") from None
+    device = _device_of(model)
+    xf = (x.float().div(255) if x.dtype == torch.uint8 else x).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=device,
+                               verbose=False)
+        x_adv = adversary.run_standard_evaluation(xf, y.to(device), bs=batch_size)
+        with torch.no_grad():
+            pred = torch.cat([model(b).argmax(1) for b in x_adv.split(batch_size)])
+    finally:
+        model.train(was_training)
+    return 100.0 * float((pred == y.to(device)).float().mean())

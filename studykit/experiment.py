@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +25,27 @@ import torch
 from torch import nn
 
 from studykit import evaluation, models, profiles
+from studykit.checks import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ParamError, Range, check_value
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
-from studykit.methods import Method, create_method, method_config_fields
+from studykit.methods import Method, create_method, list_methods, method_config_fields
 from studykit.paths import data_root
 from studykit.rng import derive_seed
-from studykit.runs import Run, config_hash, write_csv_atomic, write_json_atomic
-from studykit.train import CheckpointError, FitResult, TrainConfig, fit, load_checkpoint
+from studykit.runs import (
+    Run,
+    RunStoreError,
+    config_hash,
+    read_json,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from studykit.train import (
+    SCHEDULES,
+    CheckpointError,
+    FitResult,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +71,7 @@ EVAL_KEYS: dict[str, Any] = {
 EVAL_VERSION = 2
 
 RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
-                                "runs_root": None}
+                                "runs_root": None, "download": False}
 
 
 @dataclass
@@ -106,11 +121,52 @@ class ExperimentResult:
         return row
 
 
-def _check_type(key: str, value: Any, kinds: tuple[type, ...], what: str) -> None:
-    if isinstance(value, bool) and bool not in kinds:
-        raise ValueError(f"{key} must be {what}, got {value!r}")
-    if not isinstance(value, kinds):
-        raise ValueError(f"{key} must be {what}, got {value!r}")
+# Type and range of every key above (``studykit.checks``); dataset, arch, method, profile and
+# eval_corruptions are checked against their registries in ``resolve_config``.
+_SPECS: dict[str, tuple[Any, Range | None]] = {
+    "dataset": (str, None), "n_train": (int | None, AT_LEAST_1),
+    "n_test": (int | None, AT_LEAST_1), "data_seed": (int, NON_NEGATIVE), "arch": (str, None),
+    "width": (int | None, AT_LEAST_1), "method": (str, None), "epochs": (int, AT_LEAST_1),
+    "batch_size": (int, AT_LEAST_1), "lr": (float, POSITIVE),
+    "momentum": (float, Range(0, 1, hi_open=True)), "nesterov": (bool, None),
+    "weight_decay": (float, NON_NEGATIVE), "schedule": (str, None),
+    "warmup_epochs": (float, NON_NEGATIVE), "seed": (int, NON_NEGATIVE),
+    "eval_corruptions": (str | tuple[str, ...] | None, None),
+    "eval_corruption_images": (int | None, AT_LEAST_1),
+    "eval_adversarial": (str | None, None), "eval_eps": (tuple[float, ...] | None, NON_NEGATIVE),
+    "eval_adversarial_images": (int | None, AT_LEAST_1),
+    "eval_pgd_steps": (int, NON_NEGATIVE),
+    "profile": (str, None), "device": (str, None), "progress": (bool, None),
+    "runs_root": (str | os.PathLike | None, None), "download": (bool, None),
+}
+_CHOICES: dict[str, tuple] = {"schedule": SCHEDULES, "eval_adversarial": (None, *DEFAULT_EPS)}
+
+
+def param_spec(key: str) -> tuple[Any, str]:
+    """(type annotation, allowed values as text) of a ``run_experiment`` key."""
+    tp, allowed = _SPECS[key]
+    registries = {"dataset": list_datasets,
+                  "arch": models.list_models, "method": list_methods,
+                  "profile": profiles.list_profiles,
+                  "eval_corruptions": lambda: ["benchmark", "extra", "all", "a list of names"],
+                  "device": lambda: ["auto", "cpu", "cuda", "cuda:N"]}
+    if key in registries:
+        return tp, ", ".join(registries[key]())
+    if key in _CHOICES:
+        return tp, ", ".join(map(str, _CHOICES[key]))
+    return tp, str(allowed) if allowed is not None else "any"
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Check the type and range of every ``run_experiment`` key in ``params``.
+
+    Raises:
+        ParamError: naming the key, the bad value and what is allowed.
+    """
+    for key, value in params.items():
+        if key in _SPECS:
+            tp, allowed = _SPECS[key]
+            check_value(key, value, tp, allowed, _CHOICES.get(key))
 
 
 def resolve_config(**params: Any) -> dict[str, Any]:
@@ -142,7 +198,7 @@ def resolve_config(**params: Any) -> dict[str, Any]:
 
     train = {k: pick(k, TRAIN_KEYS) for k in TRAIN_KEYS}
     ev = {k: pick(k, EVAL_KEYS) for k in EVAL_KEYS}
-    runtime = {k: params.get(k, v) for k, v in RUNTIME_KEYS.items()}
+    runtime = {k: params.get(k, prof.get(k, v)) for k, v in RUNTIME_KEYS.items()}
     overrides = profiles.method_overrides(profile, method)
     overrides.update({k: params[k] for k in method_fields if k in params})
     # Build the method once to validate its options (its Config checks its own values).
@@ -155,31 +211,11 @@ def resolve_config(**params: Any) -> dict[str, Any]:
         raise ValueError(
             f"unknown arch {train['arch']!r}; choose one of: {', '.join(models.list_models())}"
         )
-    for key in ("epochs", "batch_size", "seed", "data_seed"):
-        _check_type(key, train[key], (int,), "an int")
-    if train["epochs"] < 0 or train["batch_size"] < 1:
-        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {train['epochs']}, "
-                         f"{train['batch_size']}")
-    for key in ("n_train", "n_test", "width"):
-        if train[key] is not None:
-            _check_type(key, train[key], (int,), "an int or None")
-            if train[key] < 1:
-                raise ValueError(f"{key} must be >= 1 or None, got {train[key]}")
-    for key in ("lr", "momentum", "weight_decay", "warmup_epochs"):
-        _check_type(key, train[key], (int, float), "a number")
-    TrainConfig(epochs=train["epochs"], lr=train["lr"], schedule=train["schedule"])  # checks
-
-    for key in ("eval_corruption_images", "eval_adversarial_images"):
-        if ev[key] is not None:
-            _check_type(key, ev[key], (int,), "an int or None")
-            if ev[key] < 1:
-                raise ValueError(f"{key} must be >= 1 or None, got {ev[key]}")
-    _check_type("eval_pgd_steps", ev["eval_pgd_steps"], (int,), "an int")
-    if ev["eval_pgd_steps"] < 0:
-        raise ValueError(f"eval_pgd_steps must be >= 0, got {ev['eval_pgd_steps']}")
-    if ev["eval_adversarial"] not in (None, *DEFAULT_EPS):
-        raise ValueError(f"eval_adversarial must be one of None, linf, l2; "
-                         f"got {ev['eval_adversarial']!r}")
+    if isinstance(ev["eval_eps"], (int, float)) and not isinstance(ev["eval_eps"], bool):
+        ev["eval_eps"] = [ev["eval_eps"]]  # one eps given as a number
+    check_params({**train, **ev, **runtime})
+    if train["nesterov"] and train["momentum"] == 0:
+        raise ParamError("nesterov=True needs momentum > 0, got momentum=0")
     if ev["eval_adversarial"] is not None and ev["eval_eps"] is None:
         ev["eval_eps"] = DEFAULT_EPS[ev["eval_adversarial"]]
     if ev["eval_eps"] is not None:
@@ -195,7 +231,14 @@ def resolve_config(**params: Any) -> dict[str, Any]:
                              f"{', '.join(list_corruptions('all'))}")
     if runtime["device"] == "auto":
         runtime["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.device(runtime["device"])  # raises for a malformed device string
+    try:
+        device = torch.device(runtime["device"])
+    except RuntimeError:
+        raise ParamError(f"device must be auto, cpu, cuda or cuda:N, got {runtime['device']!r}"
+                         ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParamError(f"device {runtime['device']!r} asked for, but CUDA is not available "
+                         "here; use device=cpu or device=auto")
     return {"train": train, "eval": ev, "runtime": runtime}
 
 
@@ -235,12 +278,19 @@ def data_fingerprint(ds: ImageDataset) -> str:
     return h.hexdigest()[:16]
 
 
+def _discard(run: Run, reason: str) -> None:
+    if not run.writable:
+        raise RunStoreError(f"the stored run {run.dir} cannot be used ({reason}), and the run "
+                            "store is read-only, so it cannot be retrained there")
+    run.discard_checkpoint(reason)
+
+
 def _load_done_run(run: Run, train: Mapping[str, Any], ds: ImageDataset, method: Method,
                    fingerprint: str) -> tuple[nn.Module, dict[str, Any]] | None:
     """The stored model, or None after moving an unusable or stale checkpoint aside."""
     stored = run.stored_data_fingerprint()
     if stored is not None and stored != fingerprint:
-        run.discard_checkpoint(f"trained on other data (fingerprint {stored}, now {fingerprint})")
+        _discard(run, f"trained on other data (fingerprint {stored}, now {fingerprint})")
         return None
     try:
         state = load_checkpoint(run.checkpoint)
@@ -248,14 +298,18 @@ def _load_done_run(run: Run, train: Mapping[str, Any], ds: ImageDataset, method:
         model.load_state_dict(state["model"])  # RuntimeError when the architecture changed
         method.load_state_dict(state["method"])
     except (CheckpointError, RuntimeError, KeyError) as e:
-        run.discard_checkpoint(f"{type(e).__name__}: {e}")
+        _discard(run, f"{type(e).__name__}: {e}")
         return None
     return model, state
 
 
 def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module, Method,
                                                                    pd.DataFrame, bool]:
-    """The run store's core: the lock, a hit, a resume, or a fresh fit."""
+    """The run store's core: the lock, a hit, a resume, or a fresh fit.
+
+    A finished run loads from a read-only store; training into one raises `RunStoreError`.
+    A half-trained checkpoint resumes only if it was trained on the same data.
+    """
     train, rt = cfg["train"], cfg["runtime"]
     run = Run(train, root=rt["runs_root"])
     method = create_method(train["method"], **train["method_config"])
@@ -265,9 +319,16 @@ def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module
             loaded = _load_done_run(run, train, ds, method, fingerprint)
             if loaded is not None:
                 model, state = loaded
+                if not (run.dir / "config.json").exists() and run.writable:
+                    run.write_config(restored=True)  # it was damaged and moved aside
                 log.info("loaded run %s (%s/%s)", run.hash, train["method"], train["arch"])
                 return (run, model.to(rt["device"]).eval(), method,
                         pd.DataFrame(state["history"]), False)
+        run.require_writable("train")
+        stored = run.stored_data_fingerprint()
+        if run.checkpoint.exists() and stored is not None and stored != fingerprint:
+            run.discard_checkpoint(f"half-trained on other data (fingerprint {stored}, "
+                                   f"now {fingerprint})")
         run.write_config(data_fingerprint=fingerprint)
         try:
             result = _fit(run, cfg, ds, method)
@@ -275,7 +336,7 @@ def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module
             run.discard_checkpoint(str(e))
             method = create_method(train["method"], **train["method_config"])
             result = _fit(run, cfg, ds, method)
-        result.history.to_csv(run.history_csv, index=False)
+        write_csv_atomic(result.history, run.history_csv)
         run.mark_done()
         return run, result.model.eval(), method, result.history, True
 
@@ -298,13 +359,16 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     metrics_path = folder / "metrics.json"
     c_path, a_path = folder / "corruption.csv", folder / "adversarial.csv"
     with run.lock():
-        if metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text())
-            corr = pd.read_csv(c_path) if c_path.exists() else None
-            adv = pd.read_csv(a_path) if a_path.exists() else None
+        metrics = read_json(metrics_path)  # None when missing or damaged (moved aside)
+        if isinstance(metrics, dict):
+            corr = _read_csv(c_path)
+            adv = _read_csv(a_path)
+            return metrics, corr, adv
+        metrics, corr, adv = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
+        if not run.writable:
+            log.warning("run store %s is read-only: this evaluation is not stored", run.dir)
             return metrics, corr, adv
         folder.mkdir(parents=True, exist_ok=True)
-        metrics, corr, adv = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
         if corr is not None:
             write_csv_atomic(corr, c_path)
         if adv is not None:
@@ -313,6 +377,13 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
         write_json_atomic(metrics_path, metrics)
         run.update_metrics({**metrics, "eval_key": key})
     return metrics, corr, adv
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        return None
 
 
 def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: bool
@@ -341,6 +412,33 @@ def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: b
     return metrics, corr, adv
 
 
+def _load_data(train: Mapping[str, Any], runtime: Mapping[str, Any]) -> ImageDataset:
+    """The dataset at the configured size; an ``n_train``/``n_test`` larger than a file or
+    CIFAR holds is a `ParamError` naming the key and the size available. With ``download``
+    (the paper profile's default) a missing CIFAR set is fetched (``studykit.fetch``)."""
+    name, seed = train["dataset"], train["data_seed"]
+    if name == "synthetic":  # generated at exactly the requested size
+        return load_dataset(name, data_root(), seed=seed, n_train=train["n_train"],
+                            n_test=train["n_test"])
+    try:
+        full = load_dataset(name, data_root(), seed=seed)
+    except FileNotFoundError:
+        if not (runtime["download"] and name in ("cifar10", "cifar100")):
+            raise
+        from studykit.fetch import fetch
+
+        log.info("%s is missing; fetching it (download=True)", name)
+        fetch(name, data_root(), progress=runtime["progress"])
+        full = load_dataset(name, data_root(), seed=seed)
+    for key, have in (("n_train", full.x_train.shape[0]), ("n_test", full.x_test.shape[0])):
+        if train[key] is not None and train[key] > have:
+            raise ParamError(f"{key}={train[key]} is more than the {have} images {name} holds; "
+                             f"use {key} <= {have} or {key}=None (all)")
+    if train["n_train"] is None and train["n_test"] is None:
+        return full
+    return full.subset(train["n_train"], train["n_test"], seed=seed)
+
+
 def run_experiment(**params: Any) -> ExperimentResult:
     """Train (or load) and evaluate one configuration.
 
@@ -356,9 +454,7 @@ def run_experiment(**params: Any) -> ExperimentResult:
         An ``ExperimentResult``.
     """
     cfg = resolve_config(**params)
-    train = cfg["train"]
-    ds = load_dataset(train["dataset"], data_root(), seed=train["data_seed"],
-                      n_train=train["n_train"], n_test=train["n_test"])
+    ds = _load_data(cfg["train"], cfg["runtime"])
     run, model, method, history, trained = train_or_load(cfg, ds)
     metrics, corr, adv = evaluate_run(run, cfg, model, method, ds)
     return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained)

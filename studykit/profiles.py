@@ -29,6 +29,10 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "eval_corruption_images": None,
         "eval_adversarial_images": 64,
         "gallery_images": 2,
+        "certify_images": 8,
+        "certify_n0": 10,
+        "certify_n": 100,
+        "download": False,
     },
     "quick": {
         "dataset": "synthetic",
@@ -43,6 +47,10 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "eval_corruption_images": None,
         "eval_adversarial_images": 500,
         "gallery_images": 3,
+        "certify_images": 200,
+        "certify_n0": 50,
+        "certify_n": 1_000,
+        "download": False,
     },
     "paper": {
         "dataset": "cifar10",
@@ -57,6 +65,10 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "eval_corruption_images": None,
         "eval_adversarial_images": 1_000,
         "gallery_images": 3,
+        "certify_images": 500,
+        "certify_n0": 100,  # Cohen et al. / MaxUp Table 6: n0 = 100, n = 100,000, alpha 0.001
+        "certify_n": 100_000,
+        "download": True,  # fetch CIFAR-10 when it is missing (studykit fetch)
     },
 }
 
@@ -66,12 +78,14 @@ PROFILES = MappingProxyType({k: MappingProxyType(v) for k, v in _PROFILES.items(
 # PGD-10: ~11x); the smoke and quick profiles halve or cut them. Noted in every run's config.
 _METHOD_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"steps": 2, "k": 2},
-              "advmix": {"k": 2}, "augmix_pgdat": {"pgd_steps": 2}},
+              "advmix": {"k": 2}, "augmix_pgdat": {"pgd_steps": 2}, "robust_augmix": {"steps": 2}},
     # PGD-AT trains clean for the first 30% of the quick budget, then ramps eps over the next
     # 30%: at full 8/255 from the first step a 15-epoch small CNN stays at chance (10.8% SA),
     # with a ramp from step 0 it reached 23% SA, with this warm start 36% (synthetic data).
     "quick": {"augmax": {"steps": 5}, "pgd_at": {"steps": 5, "eps_delay": 0.3, "eps_ramp": 0.3},
-              "advmax": {"steps": 5}, "augmix_pgdat": {"pgd_steps": 5}},
+              "advmax": {"steps": 5}, "augmix_pgdat": {"pgd_steps": 5},
+              # RobustAugMix: 3 L2 PGD steps of 2.5 eps / 3 instead of 7 of 2.5 eps / 7.
+              "robust_augmix": {"steps": 3}},
     "paper": {},
 }
 METHOD_OVERRIDES = MappingProxyType(

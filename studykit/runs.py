@@ -10,7 +10,7 @@ the same config do not both train it): the second waits and then finds the run d
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import hashlib
 import json
 import logging
@@ -18,10 +18,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from studykit.locks import file_lock
 from studykit.paths import project_root, runs_root
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,41 @@ def environment_info() -> dict[str, str]:
     return info
 
 
+class RunStoreError(OSError):
+    """The run store cannot be written (read-only, full disk): the message says which path."""
+
+
+def store_writable(path: Path) -> bool:
+    """Whether files can be created in ``path`` (or, if it does not exist yet, in the nearest
+    existing folder above it)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return os.access(p, os.W_OK)
+
+
+_warned_damaged: set[str] = set()
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``; None when it is missing or damaged. A damaged file is moved
+    aside (``<name>.corrupt-<time>``, when the folder is writable) with one warning, so the
+    caller recomputes what it held."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if str(path) not in _warned_damaged:
+            _warned_damaged.add(str(path))
+            log.warning("%s is damaged (%s); recomputing what it held", path, e)
+        if os.access(path.parent, os.W_OK):
+            os.replace(path, path.with_name(f"{path.name}.corrupt-{time.time_ns()}"))
+        return None
+
+
 class Run:
     """One run's folder.
 
@@ -90,8 +126,15 @@ class Run:
     def is_done(self) -> bool:
         return self.done_marker.exists() and self.checkpoint.exists()
 
+    def require_writable(self, what: str) -> None:
+        """Raise `RunStoreError` (one line) when this run's folder cannot be written."""
+        if not self.writable:
+            raise RunStoreError(f"cannot {what} in {self.dir}: the run store is read-only "
+                                "(point runs_root or $STUDYKIT_RUNS at a writable folder)")
+
     def write_config(self, **extra: Any) -> None:
         """Write ``config.json`` (config, hash, package versions, git revision, ``extra``)."""
+        self.require_writable("train")
         self.dir.mkdir(parents=True, exist_ok=True)
         payload = {"config": self.config, "hash": self.hash, "environment": environment_info(),
                    **extra}
@@ -99,10 +142,8 @@ class Run:
 
     def stored_data_fingerprint(self) -> str | None:
         """The data fingerprint recorded when the run was trained (None if not recorded)."""
-        path = self.dir / "config.json"
-        if not path.exists():
-            return None
-        return json.loads(path.read_text()).get("data_fingerprint")
+        stored = read_json(self.dir / "config.json")
+        return stored.get("data_fingerprint") if isinstance(stored, dict) else None
 
     def mark_done(self) -> None:
         self.done_marker.write_text(f"{time.time_ns()}\n")
@@ -124,9 +165,12 @@ class Run:
         self.metrics_json.unlink(missing_ok=True)
 
     def read_metrics(self) -> dict[str, Any]:
-        if not self.metrics_json.exists():
-            return {}
-        return json.loads(self.metrics_json.read_text())
+        stored = read_json(self.metrics_json)
+        return stored if isinstance(stored, dict) else {}
+
+    @property
+    def writable(self) -> bool:
+        return store_writable(self.dir)
 
     def update_metrics(self, new: Mapping[str, Any]) -> dict[str, Any]:
         metrics = self.read_metrics()
@@ -138,43 +182,61 @@ class Run:
     def lock(self, timeout: float | None = None) -> Iterator[None]:
         """Exclusive inter-process lock on this run (``fcntl.flock`` on ``<run>/lock``).
 
+        In a store this process cannot write (a colleague's runs mounted read-only) there is
+        nothing to serialize and no lock file can be made: the block runs without a lock, and
+        whatever it tries to write fails with `RunStoreError`.
+
         Raises:
             TimeoutError: when ``timeout`` seconds pass without getting the lock.
         """
+        if not self.writable:
+            yield
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "lock", "a+") as fh:
-            t0 = time.monotonic()
-            announced = False
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not announced:
-                        log.info("run %s is busy in another process; waiting", self.hash)
-                        announced = True
-                    if timeout is not None and time.monotonic() - t0 > timeout:
-                        raise TimeoutError(
-                            f"run {self.dir} stayed locked for {timeout} s"
-                        ) from None
-                    time.sleep(0.2)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.dir / "lock", what=f"run {self.hash}", timeout=timeout):
+            yield
 
     def __repr__(self) -> str:
         return f"Run({self.dir})"
 
 
-def write_csv_atomic(df: Any, path: Path) -> None:
-    """``df.to_csv(path)`` through a temporary file, so readers never see half a table."""
+def write_atomic(path: Path, write: Callable[[Path], None], what: str = "file") -> None:
+    """Write ``path`` through ``write(tmp)`` and a rename, so readers never see half a file.
+
+    On any failure (a full disk, a read-only folder, Ctrl-C) the temporary file is removed and
+    ``path`` keeps its previous content; a failed write raises `RunStoreError` naming the path
+    (and "no space left on device" when that is why).
+    """
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise RunStoreError(_write_failure(path, e, what)) from e
+        raise
+
+
+def _write_failure(path: Path, e: BaseException, what: str) -> str:
+    # torch.save reports a full disk as RuntimeError("... iostream error"), without errno.
+    nospace = getattr(e, "errno", None) == errno.ENOSPC
+    if not nospace and not isinstance(e, PermissionError):
+        with contextlib.suppress(OSError):
+            nospace = shutil.disk_usage(path.parent).free < 16 * 2**20
+    if nospace:
+        return f"could not write {what} {path}: no space left on device"
+    if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EROFS:
+        return f"could not write {what} {path}: the folder is read-only"
+    return f"could not write {what} {path}: {e}"
+
+
+def write_csv_atomic(df: Any, path: Path) -> None:
+    """``df.to_csv(path)`` through a temporary file (`write_atomic`)."""
+    write_atomic(path, lambda tmp: df.to_csv(tmp, index=False), "table")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text), "file")

@@ -9,6 +9,8 @@ the executed notebooks and logged.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studykit.paths import project_root
+
+FIGURES_ENV = "STUDYKIT_FIGURES"  # studykit.viz.FIGURES_ENV (viz imports matplotlib)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,18 @@ def execute_notebook(
     return NotebookResult(path.stem, out, time.perf_counter() - t0, ok, err)
 
 
+def _figures_for(profile: str) -> tuple[Path, bool]:
+    """Where this study's notebooks write figures, and whether this call set $STUDYKIT_FIGURES.
+    Under ``smoke`` (unless $STUDYKIT_FIGURES is set) a new temporary folder for this run,
+    handed to the notebook kernels through the environment they inherit."""
+    from studykit.viz import figures_root
+
+    if profile == "smoke" and not os.environ.get(FIGURES_ENV):
+        os.environ[FIGURES_ENV] = tempfile.mkdtemp(prefix="studykit-smoke-figures-")
+        return figures_root(profile), True
+    return figures_root(profile), False
+
+
 def run_study(
     profile: str = "quick",
     notebooks: Sequence[str] | None = None,
@@ -97,6 +113,7 @@ def run_study(
         out_dir = project_root() / out_dir
     out_dir = out_dir / profile
     log.info("running %d notebook(s) under profile %r into %s", len(chosen), profile, out_dir)
+    figures, made = _figures_for(profile)
 
     def one(p: Path) -> NotebookResult:
         log.info("start %s", p.stem)
@@ -104,18 +121,21 @@ def run_study(
         log.info("%s %s in %.0f s", "done" if r.ok else "FAILED", p.stem, r.seconds)
         return r
 
-    if jobs > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(one, chosen))
-    else:
-        results = [one(p) for p in chosen]
+    try:
+        if jobs > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                results = list(pool.map(one, chosen))
+        else:
+            results = [one(p) for p in chosen]
+    finally:
+        if made:
+            os.environ.pop(FIGURES_ENV, None)
 
     lines = ["| notebook | status | seconds |", "|---|---|---|"]
     lines += [f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.0f} |" for r in results]
     summary = out_dir / "summary.md"
     summary.write_text(f"# studykit study, profile `{profile}`\n\n" + "\n".join(lines) + "\n")
-    log.info("executed notebooks in %s; figures in %s; summary %s",
-             out_dir, project_root() / "figures", summary)
+    log.info("executed notebooks in %s; figures in %s; summary %s", out_dir, figures, summary)
     failed = [r for r in results if not r.ok]
     if failed:
         msgs = "\n".join(f"{r.name}: {r.error[:2000]}" for r in failed)

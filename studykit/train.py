@@ -102,9 +102,11 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    # A failed save (full disk, Ctrl-C) removes its temporary file and keeps the previous
+    # checkpoint; the error names the path.
+    from studykit.runs import write_atomic
+
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), "checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -31,18 +31,26 @@ log = logging.getLogger(__name__)
 FIGURES_ENV = "STUDYKIT_FIGURES"
 
 
+_smoke_dir: Path | None = None
+
+
 def figures_root(profile: str | None = None) -> Path:
     """Where figures are written.
 
     ``$STUDYKIT_FIGURES`` wins; otherwise ``figures/`` of the project root, except under the
-    ``smoke`` profile, which writes to a temporary folder so that test runs never touch
-    committed figures.
+    ``smoke`` profile, which writes to a new temporary folder of this process (logged once), so
+    that test runs never touch committed figures nor each other's. ``studykit study`` makes one
+    such folder per study run and hands it to its notebooks through ``$STUDYKIT_FIGURES``.
     """
+    global _smoke_dir
     env = os.environ.get(FIGURES_ENV)
     if env:
         return Path(env)
     if profile == "smoke":
-        return Path(tempfile.gettempdir()) / "studykit-smoke-figures"
+        if _smoke_dir is None:
+            _smoke_dir = Path(tempfile.mkdtemp(prefix="studykit-smoke-figures-"))
+            log.info("smoke profile: figures go to %s", _smoke_dir)
+        return _smoke_dir
     return project_root() / "figures"
 
 
@@ -308,6 +316,22 @@ def plot_eps_curve(curves: dict[str, pd.DataFrame]) -> matplotlib.figure.Figure:
         ax.plot(eps, c["accuracy"], marker="o", label=label)
     ax.set_xlabel("eps (x/255, Linf)" if norm == "linf" else "eps (L2)")
     ax.set_ylabel("PGD accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], x: str, y: str, *, xlabel: str = "",
+                ylabel: str = "", title: str = "") -> matplotlib.figure.Figure:
+    """One line per entry of ``curves`` (``df[x]`` against ``df[y]``)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for label, c in curves.items():
+        ax.plot(c[x], c[y], marker="o", label=label)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

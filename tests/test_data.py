@@ -176,7 +176,9 @@ def test_load_dataset_synthetic_caches(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(sd, "make_synthetic", fail)
+    from studykit import synthetic_cache
+
+    monkeypatch.setattr(synthetic_cache, "make_synthetic", fail)
     second = load_dataset("synthetic", tmp_path, seed=2, n_train=60, n_test=20)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(first, key), getattr(second, key))

@@ -27,12 +27,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from studykit.checks import check_dataclass_fields
 from studykit.rng import device_generator
 
 _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
-_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines")
+_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines", "robust_augmix",
+                  "maxup")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,16 @@ class StepOutput:
 
 @dataclass(frozen=True, kw_only=True)
 class MethodConfig:
-    """Base of every method's Config; a method adds its own fields with paper defaults."""
+    """Base of every method's Config; a method adds its own fields with paper defaults.
+
+    Options are checked by type (from the annotations) and range before the Config is built
+    (``studykit.checks``): a numeric option must be finite and >= 0 unless the Config's
+    ``RANGES`` (a class attribute, name -> ``studykit.checks.Range``) says otherwise, and
+    ``CHOICES`` (name -> tuple) lists the allowed values of a string option.
+    """
+
+    RANGES: ClassVar[dict[str, Any]] = {}
+    CHOICES: ClassVar[dict[str, tuple]] = {}
 
 
 class Method:
@@ -79,6 +90,9 @@ class Method:
                     f"unknown option(s) {unknown} for method {self.name!r}; "
                     f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
                 )
+            # Type and range of every option from the Config's annotations and RANGES, before
+            # the Config's own checks run on a value of the wrong type.
+            check_dataclass_fields(self.Config, overrides, f"method {self.name!r}")
             config = self.Config(**overrides)
         self.config = config
         self.generator = torch.Generator().manual_seed(0)

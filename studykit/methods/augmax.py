@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from studykit.augmax_search import augmax_search, check_stop_rule
+from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
 from studykit.augmentations import augmix_chains, mix, sample_augmix_params
+from studykit.checks import AT_LEAST_1, POSITIVE, Range
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
-from studykit.methods.augmix import NormChoice, check_norm
+from studykit.methods.augmix import NORMS, NormChoice, check_norm
 from studykit.methods.consistency import three_view_step
 from studykit.normalization import bn_route
 
@@ -60,6 +61,10 @@ class AugMaxConfig(MethodConfig):
     depth: int = -1
     severity: float = 3.0
     alpha: float = 1.0
+
+    RANGES = {"steps": AT_LEAST_1, "early_stop": AT_LEAST_1, "width": AT_LEAST_1,
+              "depth": Range(-1), "severity": Range(0, 10, lo_open=True), "alpha": POSITIVE}
+    CHOICES = {"norm": NORMS, "stop_rule": STOP_RULES, "augmix_route": ("clean", "aug")}
 
     def __post_init__(self) -> None:
         check_norm(self.norm)

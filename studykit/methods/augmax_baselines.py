@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import attack_mode, pgd
-from studykit.augmax_search import augmax_search, check_stop_rule
+from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
 from studykit.augmentations import AugMixParams, augmix_chains, mix, sample_augmix_params
+from studykit.checks import AT_LEAST_1, POSITIVE, Range
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmax import search_metrics
-from studykit.methods.augmix import NormChoice, check_norm
+from studykit.methods.augmix import NORMS, NormChoice, check_norm
 from studykit.methods.consistency import three_view_step
 from studykit.normalization import bn_route
 
@@ -74,6 +75,11 @@ class BaselineConfig(MethodConfig):
     depth: int = -1
     severity: float = 3.0
     alpha: float = 1.0
+
+    RANGES = {"k": AT_LEAST_1, "steps": AT_LEAST_1, "early_stop": AT_LEAST_1,
+              "width": AT_LEAST_1, "depth": Range(-1), "severity": Range(0, 10, lo_open=True),
+              "alpha": POSITIVE}
+    CHOICES = {"norm": NORMS, "stop_rule": STOP_RULES}
 
     def __post_init__(self) -> None:
         check_norm(self.norm)

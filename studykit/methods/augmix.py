@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.augmentations import augmix_views
+from studykit.checks import AT_LEAST_1, POSITIVE, Range
 from studykit.losses import jsd_consistency
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.normalization import bn_route, convert_norm, dual_bn_layers, set_bn_route
@@ -37,8 +38,14 @@ class AugMixConfig(MethodConfig):
     jsd: bool = True  # False: CE on one AugMix view only (AugMix without the JSD loss)
     norm: str = "bn"
 
+    RANGES = {"width": AT_LEAST_1, "depth": Range(-1), "severity": Range(0, 10, lo_open=True),
+              "alpha": POSITIVE}
+    CHOICES = {"norm": NORMS}
+
     def __post_init__(self) -> None:
         check_norm(self.norm)
+        if self.depth == 0:
+            raise ValueError("depth must be -1 (random 1-3 per chain) or >= 1, got 0")
 
 
 def check_norm(norm: str) -> None:

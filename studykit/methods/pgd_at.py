@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import default_step_size, pgd, pgd_preset
+from studykit.checks import FRACTION
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.schedules import ramp_scale
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +53,8 @@ class PGDATConfig(MethodConfig):
     eps_ramp: float = 0.0
     eps_delay: float = 0.0
 
+    RANGES = {"eps_ramp": FRACTION, "eps_delay": FRACTION}
+
     def __post_init__(self) -> None:
         pgd_preset(self.preset)  # raises for an unknown preset
         for key in ("eps_ramp", "eps_delay"):
@@ -68,19 +72,6 @@ class PGDATConfig(MethodConfig):
         if kw["step_size"] is None:
             kw["step_size"] = default_step_size(kw["norm"], kw["eps"], kw["steps"])
         return kw
-
-
-def ramp_scale(step: int, total_steps: int, ramp: float, delay: float = 0.0) -> float:
-    """The fraction of eps in use at global ``step``: 0 for the first ``delay * total`` steps,
-    then (step + 1 - delay * total) / (ramp * total), at most 1."""
-    if total_steps <= 0:
-        return 1.0
-    t = step + 1 - delay * total_steps
-    if t <= 0:
-        return 0.0
-    if ramp <= 0:
-        return 1.0
-    return min(1.0, t / (ramp * total_steps))
 
 
 @register_method("pgd_at")

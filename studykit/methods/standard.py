@@ -12,12 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studykit.checks import Range
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 
 
 @dataclass(frozen=True, kw_only=True)
 class StandardConfig(MethodConfig):
     label_smoothing: float = 0.0
+
+    RANGES = {"label_smoothing": Range(0, 1, hi_open=True)}
 
 
 @register_method("standard")
