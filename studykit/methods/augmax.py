@@ -32,9 +32,9 @@ from torch import nn
 
 from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
 from studykit.augmentations import augmix_chains, mix, sample_augmix_params
-from studykit.checks import AT_LEAST_1, POSITIVE, Range
+from studykit.checks import AT_LEAST_1
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
-from studykit.methods.augmix import NORMS, NormChoice, check_norm
+from studykit.methods.augmix import CHAIN_RANGES, NORMS, NormChoice, check_norm
 from studykit.methods.consistency import three_view_step
 from studykit.normalization import bn_route
 
@@ -62,8 +62,7 @@ class AugMaxConfig(MethodConfig):
     severity: float = 3.0
     alpha: float = 1.0
 
-    RANGES = {"steps": AT_LEAST_1, "early_stop": AT_LEAST_1, "width": AT_LEAST_1,
-              "depth": Range(-1), "severity": Range(0, 10, lo_open=True), "alpha": POSITIVE}
+    RANGES = {**CHAIN_RANGES, "steps": AT_LEAST_1, "early_stop": AT_LEAST_1}
     CHOICES = {"norm": NORMS, "stop_rule": STOP_RULES, "augmix_route": ("clean", "aug")}
 
     def __post_init__(self) -> None:

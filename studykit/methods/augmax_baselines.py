@@ -26,10 +26,10 @@ from torch import nn
 from studykit.attacks import attack_mode, pgd
 from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
 from studykit.augmentations import AugMixParams, augmix_chains, mix, sample_augmix_params
-from studykit.checks import AT_LEAST_1, POSITIVE, Range
+from studykit.checks import AT_LEAST_1
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmax import search_metrics
-from studykit.methods.augmix import NORMS, NormChoice, check_norm
+from studykit.methods.augmix import CHAIN_RANGES, NORMS, NormChoice, check_norm
 from studykit.methods.consistency import three_view_step
 from studykit.normalization import bn_route
 
@@ -76,9 +76,7 @@ class BaselineConfig(MethodConfig):
     severity: float = 3.0
     alpha: float = 1.0
 
-    RANGES = {"k": AT_LEAST_1, "steps": AT_LEAST_1, "early_stop": AT_LEAST_1,
-              "width": AT_LEAST_1, "depth": Range(-1), "severity": Range(0, 10, lo_open=True),
-              "alpha": POSITIVE}
+    RANGES = {**CHAIN_RANGES, "k": AT_LEAST_1, "steps": AT_LEAST_1, "early_stop": AT_LEAST_1}
     CHOICES = {"norm": NORMS, "stop_rule": STOP_RULES}
 
     def __post_init__(self) -> None:

@@ -26,6 +26,10 @@ from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.normalization import bn_route, convert_norm, dual_bn_layers, set_bn_route
 
 NORMS = ("bn", "dubn", "dubin", "ibn")
+# Ranges of the AugMix chain options, shared by every method that draws AugMix chains (depth -1:
+# uniform in 1..3 per chain; 0 is refused by the Configs).
+CHAIN_RANGES = {"width": AT_LEAST_1, "depth": Range(-1), "severity": Range(0, 10, lo_open=True),
+                "alpha": POSITIVE}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +42,7 @@ class AugMixConfig(MethodConfig):
     jsd: bool = True  # False: CE on one AugMix view only (AugMix without the JSD loss)
     norm: str = "bn"
 
-    RANGES = {"width": AT_LEAST_1, "depth": Range(-1), "severity": Range(0, 10, lo_open=True),
-              "alpha": POSITIVE}
+    RANGES = CHAIN_RANGES
     CHOICES = {"norm": NORMS}
 
     def __post_init__(self) -> None:

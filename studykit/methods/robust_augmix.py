@@ -22,9 +22,10 @@ from torch import nn
 
 from studykit.attacks import pgd
 from studykit.augmentations import augmix
-from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE, Range
+from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
 from studykit.losses import jsd_consistency
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.methods.augmix import CHAIN_RANGES
 from studykit.schedules import ramp_scale
 
 
@@ -46,9 +47,8 @@ class RobustAugMixConfig(MethodConfig):
     severity: float = 3.0
     alpha: float = 1.0
 
-    RANGES = {"steps": AT_LEAST_1, "step_size": POSITIVE, "eps_ramp": FRACTION,
-              "eps_delay": FRACTION, "width": AT_LEAST_1, "depth": Range(-1),
-              "severity": Range(0, 10, lo_open=True), "alpha": POSITIVE}
+    RANGES = {**CHAIN_RANGES, "steps": AT_LEAST_1, "step_size": POSITIVE,
+              "eps_ramp": FRACTION, "eps_delay": FRACTION}
 
     def __post_init__(self) -> None:
         if self.depth == 0:
