@@ -433,6 +433,24 @@ class ImageClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------
 # small_cnn
 # --------------------------------------------------------------------------------------------
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2)`` with a faster CPU path for forwards that build no graph.
+
+    PyTorch's CPU max-pool kernel without indices is several times slower than a maximum of the
+    four strided sub-grids (about 13 ms against 2-3 ms on a 384x16x32x32 batch), and it is what
+    every evaluation, certification and MaxUp selection forward runs. The values are identical
+    (a maximum is exact, NaN propagates in both); a forward that needs gradients, an odd size
+    or a non-CPU device keeps ``F.max_pool2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        needs_graph = torch.is_grad_enabled() and x.requires_grad
+        if needs_graph or x.device.type != "cpu" or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return F.max_pool2d(x, 2)
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 class ConvNormAct(nn.Module):
     """Optional 2x2 max-pool, then conv3x3-norm-ReLU."""
 
@@ -440,7 +458,7 @@ class ConvNormAct(nn.Module):
         self, in_ch: int, out_ch: int, norm_layer: NormFactory, pool: bool = False, stride: int = 1
     ) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.pool = MaxPool2x2() if pool else nn.Identity()
         self.conv = _conv3x3(in_ch, out_ch, stride)
         self.bn = norm_layer(out_ch)
 

@@ -143,3 +143,22 @@ def test_fetch_command_rejects_a_wrong_file_from_a_mirror(tmp_path, server):
     assert len(lines) == 1 and "c58f30108f718f92721af3b95e74349a" in lines[0], r.stderr
     assert "removed" in lines[0] and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_cifar10_1_loader_checks_the_published_checksums(tmp_path):
+    import numpy as np
+
+    from studykit.cifar10_1 import cifar10_1_available, load_cifar10_1
+
+    with pytest.raises(FileNotFoundError, match="studykit fetch cifar10.1"):
+        load_cifar10_1(tmp_path)
+    folder = tmp_path / "CIFAR-10.1"
+    folder.mkdir()
+    np.save(folder / "cifar10.1_v6_data.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    np.save(folder / "cifar10.1_v6_labels.npy", np.arange(4))
+    assert cifar10_1_available(tmp_path)
+    with pytest.raises(ValueError, match="expected 24349cc5"):
+        load_cifar10_1(tmp_path)  # not the published images
+    x, y = load_cifar10_1(tmp_path, verify=False)
+    assert x.shape == (4, 3, 32, 32) and x.dtype.is_floating_point is False
+    assert y.tolist() == [0, 1, 2, 3]

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from studykit.models import (
@@ -276,3 +277,25 @@ def test_errors_name_allowed_values():
         create_model("small_cnn", 0)
     with pytest.raises(ValueError, match="width"):
         create_model("small_cnn", width=0)
+
+
+def test_fast_max_pool_equals_max_pool2d_without_graph():
+    from studykit.models import MaxPool2x2
+
+    pool = MaxPool2x2()
+    x = torch.relu(torch.randn(6, 5, 8, 12))
+    x[0, 0, 0, :2] = 3.0  # a tie
+    x[1, 1, 2, 3] = float("nan")
+    with torch.no_grad():
+        fast = pool(x)
+    assert torch.equal(torch.nan_to_num(fast, nan=-1.0),
+                       torch.nan_to_num(F.max_pool2d(x, 2), nan=-1.0))
+    assert torch.isnan(fast[1, 1, 1, 1])
+    # with a graph to build it is F.max_pool2d itself (same gradient routing)
+    xg = x.nan_to_num().requires_grad_(True)
+    pool(xg).sum().backward()
+    ref = x.nan_to_num().requires_grad_(True)
+    F.max_pool2d(ref, 2).sum().backward()
+    assert torch.equal(xg.grad, ref.grad)
+    odd = torch.randn(2, 3, 7, 7)
+    assert torch.equal(pool(odd), F.max_pool2d(odd, 2))
