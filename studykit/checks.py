@@ -11,7 +11,6 @@ line prints it as one line.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 import typing
@@ -60,19 +59,13 @@ FRACTION = Range(0, 1)
 
 def describe_type(tp: Any) -> str:
     """A type annotation in words: ``int | None`` -> 'an integer or None'."""
-    return _describe(tp)
-
-
-def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
+        return " or ".join(describe_type(a) for a in typing.get_args(tp))
     if origin is tuple:
         item = typing.get_args(tp)[0]
         return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(
-            item, _describe(item))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+            item, describe_type(item))
     return {int: "an integer", float: "a number", bool: "True or False", str: "a string",
             type(None): "None"}.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -84,10 +77,6 @@ def _matches(value: Any, tp: Any) -> bool:
     if origin is tuple:
         args = typing.get_args(tp)
         return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
-    if origin is typing.Literal:
-        return value in typing.get_args(tp)
-    if tp is Any:
-        return True
     if tp is type(None):
         return value is None
     if tp is bool:
@@ -114,7 +103,7 @@ def check_value(key: str, value: Any, tp: Any, allowed: Range | None = None,
     """Raise `ParamError` unless ``value`` is of type ``tp``, finite, inside ``allowed`` and
     (if given) one of ``choices``."""
     if not _matches(value, tp):
-        raise ParamError(f"{key} must be {_describe(tp)}, got {value!r}")
+        raise ParamError(f"{key} must be {describe_type(tp)}, got {value!r}")
     if choices is not None and value not in choices:
         raise ParamError(f"unknown {key} {value!r}; choose one of: "
                          f"{', '.join(map(str, choices))}")
@@ -133,25 +122,22 @@ def is_numeric(tp: Any) -> bool:
     return tp in (int, float)
 
 
-def check_dataclass_fields(cls: type, values: Mapping[str, Any], owner: str) -> None:
-    """Check ``values`` (field name -> value) against dataclass ``cls``'s annotations and its
-    ``RANGES`` / ``CHOICES`` class attributes; numeric fields without a range must be >= 0.
+def _field_rule(cls: type, name: str, tp: Any) -> Range | None:
+    """A field's range: the Config's ``RANGES`` entry, else >= 0 for a numeric field."""
+    return getattr(cls, "RANGES", {}).get(name, NON_NEGATIVE if is_numeric(tp) else None)
+
+
+def check_dataclass_fields(cls: type, values: Mapping[str, Any]) -> None:
+    """Check ``values`` (field name -> value; the caller has rejected unknown names) against
+    dataclass ``cls``'s annotations and its ``RANGES`` / ``CHOICES`` class attributes.
 
     Raises:
-        ParamError: unknown field, wrong type or out of range (naming ``owner``, e.g. the
-            method, in the message).
+        ParamError: wrong type or out of range.
     """
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    ranges: Mapping[str, Range | None] = getattr(cls, "RANGES", {})
     choices: Mapping[str, tuple] = getattr(cls, "CHOICES", {})
     for key, value in values.items():
-        if key not in names:
-            raise ParamError(f"unknown option {key!r} for {owner}; allowed: "
-                             f"{', '.join(sorted(names)) or '(none)'}")
-        tp = hints[key]
-        allowed = ranges.get(key, NON_NEGATIVE if is_numeric(tp) else None)
-        check_value(key, value, tp, allowed, choices.get(key))
+        check_value(key, value, hints[key], _field_rule(cls, key, hints[key]), choices.get(key))
 
 
 def describe_field(cls: type, name: str) -> tuple[str, str]:
@@ -159,6 +145,6 @@ def describe_field(cls: type, name: str) -> tuple[str, str]:
     tp = typing.get_type_hints(cls)[name]
     choices = getattr(cls, "CHOICES", {}).get(name)
     if choices is not None:
-        return _describe(tp), ", ".join(map(str, choices))
-    allowed = getattr(cls, "RANGES", {}).get(name, NON_NEGATIVE if is_numeric(tp) else None)
-    return _describe(tp), str(allowed) if allowed is not None else "any"
+        return describe_type(tp), ", ".join(map(str, choices))
+    allowed = _field_rule(cls, name, tp)
+    return describe_type(tp), str(allowed) if allowed is not None else "any"

@@ -70,7 +70,7 @@ def params_table() -> list[str]:
         per_profile = [profiles.PROFILES[p].get(key, default) for p in names]
         if key == "profile":
             per_profile = list(names)
-        lines.append(f"{key:24} {checks.describe_type(tp):28} "
+        lines.append(f"{key:24} {tp:28} "
                      + " ".join(f"{_short(v):>10}" for v in per_profile) + f"  {allowed}")
     for m in methods.list_methods():
         cls = methods.get_method_class(m).Config

@@ -25,7 +25,15 @@ import torch
 from torch import nn
 
 from studykit import evaluation, models, profiles
-from studykit.checks import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ParamError, Range, check_value
+from studykit.checks import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    ParamError,
+    Range,
+    check_value,
+    describe_type,
+)
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
 from studykit.methods import Method, create_method, list_methods, method_config_fields
 from studykit.paths import data_root
@@ -142,9 +150,11 @@ _SPECS: dict[str, tuple[Any, Range | None]] = {
 _CHOICES: dict[str, tuple] = {"schedule": SCHEDULES, "eval_adversarial": (None, *DEFAULT_EPS)}
 
 
-def param_spec(key: str) -> tuple[Any, str]:
-    """(type annotation, allowed values as text) of a ``run_experiment`` key."""
+def param_spec(key: str) -> tuple[str, str]:
+    """(type, allowed values) of a ``run_experiment`` key as text, for ``studykit list params``
+    (``studykit.checks.describe_field`` does the same for method options)."""
     tp, allowed = _SPECS[key]
+    tp = describe_type(tp)
     registries = {"dataset": list_datasets,
                   "arch": models.list_models, "method": list_methods,
                   "profile": profiles.list_profiles,
@@ -285,13 +295,9 @@ def _discard(run: Run, reason: str) -> None:
     run.discard_checkpoint(reason)
 
 
-def _load_done_run(run: Run, train: Mapping[str, Any], ds: ImageDataset, method: Method,
-                   fingerprint: str) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The stored model, or None after moving an unusable or stale checkpoint aside."""
-    stored = run.stored_data_fingerprint()
-    if stored is not None and stored != fingerprint:
-        _discard(run, f"trained on other data (fingerprint {stored}, now {fingerprint})")
-        return None
+def _load_done_run(run: Run, train: Mapping[str, Any], ds: ImageDataset,
+                   method: Method) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The stored model, or None after moving an unusable checkpoint aside."""
     try:
         state = load_checkpoint(run.checkpoint)
         model = _build_model(train, ds.num_classes, method)
@@ -315,8 +321,12 @@ def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module
     method = create_method(train["method"], **train["method_config"])
     fingerprint = data_fingerprint(ds)
     with run.lock():
+        # A checkpoint, finished or not, is only used for the data it was trained on.
+        stored = run.stored_data_fingerprint()
+        if run.checkpoint.exists() and stored is not None and stored != fingerprint:
+            _discard(run, f"trained on other data (fingerprint {stored}, now {fingerprint})")
         if run.is_done:
-            loaded = _load_done_run(run, train, ds, method, fingerprint)
+            loaded = _load_done_run(run, train, ds, method)
             if loaded is not None:
                 model, state = loaded
                 if not (run.dir / "config.json").exists() and run.writable:
@@ -325,10 +335,6 @@ def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module
                 return (run, model.to(rt["device"]).eval(), method,
                         pd.DataFrame(state["history"]), False)
         run.require_writable("train")
-        stored = run.stored_data_fingerprint()
-        if run.checkpoint.exists() and stored is not None and stored != fingerprint:
-            run.discard_checkpoint(f"half-trained on other data (fingerprint {stored}, "
-                                   f"now {fingerprint})")
         run.write_config(data_fingerprint=fingerprint)
         try:
             result = _fit(run, cfg, ds, method)

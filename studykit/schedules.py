@@ -1,7 +1,7 @@
 """Schedules that methods derive from training progress (``Method.set_progress``).
 
 Each is a pure function of the global step and the total, so a resumed run equals an
-uninterrupted one. PGD-AT and RobustAugMix share the eps ramp.
+uninterrupted one. PGD-AT and RobustAugMix share the eps ramp (`EpsRamp`).
 """
 
 from __future__ import annotations
@@ -18,3 +18,14 @@ def ramp_scale(step: int, total_steps: int, ramp: float, delay: float = 0.0) -> 
     if ramp <= 0:
         return 1.0
     return min(1.0, t / (ramp * total_steps))
+
+
+class EpsRamp:
+    """Mix-in for a method whose Config has ``eps_ramp`` and ``eps_delay``: ``self.scale`` is
+    the fraction of eps (and of the step size) in use, 1 until the loop reports progress."""
+
+    scale: float = 1.0
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        cfg = self.config  # type: ignore[attr-defined]
+        self.scale = ramp_scale(step, total_steps, cfg.eps_ramp, cfg.eps_delay)

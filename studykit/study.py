@@ -8,18 +8,17 @@ the executed notebooks and logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from studykit.paths import project_root
-
-FIGURES_ENV = "STUDYKIT_FIGURES"  # studykit.viz.FIGURES_ENV (viz imports matplotlib)
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +76,21 @@ def execute_notebook(
     return NotebookResult(path.stem, out, time.perf_counter() - t0, ok, err)
 
 
-def _figures_for(profile: str) -> tuple[Path, bool]:
-    """Where this study's notebooks write figures, and whether this call set $STUDYKIT_FIGURES.
-    Under ``smoke`` (unless $STUDYKIT_FIGURES is set) a new temporary folder for this run,
-    handed to the notebook kernels through the environment they inherit."""
-    from studykit.viz import figures_root
+@contextlib.contextmanager
+def _figures_for(profile: str) -> Iterator[Path]:
+    """Where this study's notebooks write figures. Under ``smoke`` (unless $STUDYKIT_FIGURES
+    is set) a new temporary folder for this run, handed to the notebook kernels through the
+    environment they inherit, and taken back out afterwards."""
+    from studykit import viz
 
-    if profile == "smoke" and not os.environ.get(FIGURES_ENV):
-        os.environ[FIGURES_ENV] = tempfile.mkdtemp(prefix="studykit-smoke-figures-")
-        return figures_root(profile), True
-    return figures_root(profile), False
+    made = profile == "smoke" and not os.environ.get(viz.FIGURES_ENV)
+    if made:
+        os.environ[viz.FIGURES_ENV] = tempfile.mkdtemp(prefix="studykit-smoke-figures-")
+    try:
+        yield viz.figures_root(profile)
+    finally:
+        if made:
+            os.environ.pop(viz.FIGURES_ENV, None)
 
 
 def run_study(
@@ -113,7 +117,6 @@ def run_study(
         out_dir = project_root() / out_dir
     out_dir = out_dir / profile
     log.info("running %d notebook(s) under profile %r into %s", len(chosen), profile, out_dir)
-    figures, made = _figures_for(profile)
 
     def one(p: Path) -> NotebookResult:
         log.info("start %s", p.stem)
@@ -121,15 +124,12 @@ def run_study(
         log.info("%s %s in %.0f s", "done" if r.ok else "FAILED", p.stem, r.seconds)
         return r
 
-    try:
+    with _figures_for(profile) as figures:
         if jobs > 1:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 results = list(pool.map(one, chosen))
         else:
             results = [one(p) for p in chosen]
-    finally:
-        if made:
-            os.environ.pop(FIGURES_ENV, None)
 
     lines = ["| notebook | status | seconds |", "|---|---|---|"]
     lines += [f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.0f} |" for r in results]

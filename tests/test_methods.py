@@ -261,7 +261,7 @@ def test_pgd_at_trains_on_examples_inside_the_ball(monkeypatch, trained):
 
 
 def test_pgd_at_eps_ramp_is_a_function_of_the_step(monkeypatch):
-    from studykit.methods.pgd_at import ramp_scale
+    from studykit.schedules import ramp_scale
 
     assert ramp_scale(0, 100, 0.0) == 1.0
     assert ramp_scale(9, 100, 0.5) == pytest.approx(10 / 50)

@@ -92,7 +92,7 @@ class Method:
                 )
             # Type and range of every option from the Config's annotations and RANGES, before
             # the Config's own checks run on a value of the wrong type.
-            check_dataclass_fields(self.Config, overrides, f"method {self.name!r}")
+            check_dataclass_fields(self.Config, overrides)
             config = self.Config(**overrides)
         self.config = config
         self.generator = torch.Generator().manual_seed(0)

@@ -30,7 +30,7 @@ from torch import nn
 from studykit.attacks import default_step_size, pgd, pgd_preset
 from studykit.checks import FRACTION
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
-from studykit.schedules import ramp_scale
+from studykit.schedules import EpsRamp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,15 +75,8 @@ class PGDATConfig(MethodConfig):
 
 
 @register_method("pgd_at")
-class PGDAT(Method):
+class PGDAT(EpsRamp, Method):
     Config = PGDATConfig
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.scale = 1.0
-
-    def set_progress(self, step: int, total_steps: int) -> None:
-        self.scale = ramp_scale(step, total_steps, self.config.eps_ramp, self.config.eps_delay)
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         cfg = self.config

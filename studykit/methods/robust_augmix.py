@@ -26,7 +26,7 @@ from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
 from studykit.losses import jsd_consistency
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmix import CHAIN_RANGES
-from studykit.schedules import ramp_scale
+from studykit.schedules import EpsRamp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,15 +60,8 @@ class RobustAugMixConfig(MethodConfig):
 
 
 @register_method("robust_augmix")
-class RobustAugMix(Method):
+class RobustAugMix(EpsRamp, Method):
     Config = RobustAugMixConfig
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.scale = 1.0
-
-    def set_progress(self, step: int, total_steps: int) -> None:
-        self.scale = ramp_scale(step, total_steps, self.config.eps_ramp, self.config.eps_delay)
 
     def adversarial_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                            generator: torch.Generator | None = None) -> torch.Tensor:
