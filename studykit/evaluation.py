@@ -228,27 +228,55 @@ def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: i
 
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                         norm: str = "Linf", version: str = "standard",
+                        attacks: list[str] | None = None, seed: int = 0,
                         batch_size: int = 500) -> float:
     """Accuracy (%) under AutoAttack (Croce and Hein 2020), a stronger check than PGD-10.
 
-    Optional: needs the registry package ``pyautoattack`` (``pip install pyautoattack``; its
-    module is ``autoattack``).
+    Optional: needs the registry package ``pyautoattack`` (``pip install -e '.[autoattack]'``;
+    its module is ``pyautoattack``). The original GitHub package (module ``autoattack``) works
+    too. ``version="custom"`` with ``attacks`` (e.g. ``["apgd-ce", "apgd-t"]``) runs a subset.
+
+    Args:
+        model: classifier taking images in [0, 1]; evaluated in eval mode, its mode restored.
+        x: uint8 (0-255) or float ([0, 1]) images. y: labels.
+        eps: radius in [0, 1] pixel units. norm: ``Linf``, ``L2`` or ``L1``.
+
+    Shape:
+        x: (N, C, H, W); y: (N,).
     """
     try:
-        from autoattack import AutoAttack
+        from pyautoattack import AutoAttack
+        registry_api = True
     except ImportError:
-        raise ImportError("AutoAttack needs the optional package pyautoattack: "
-                          "pip install pyautoattack") from None
+        try:
+            from autoattack import AutoAttack
+            registry_api = False
+        except ImportError:
+            raise ImportError("AutoAttack needs the optional package pyautoattack: "
+                              "pip install -e '.[autoattack]'") from None
+    if norm not in ("Linf", "L2", "L1"):
+        raise ValueError(f"unknown AutoAttack norm {norm!r}; choose one of: Linf, L2, L1")
+    if (attacks is None) != (version != "custom"):
+        raise ValueError("AutoAttack: pass attacks=[...] exactly when version='custom' "
+                         f"(got version={version!r}, attacks={attacks!r})")
     device = _device_of(model)
     xf = (x.float().div(255) if x.dtype == torch.uint8 else x).to(device)
+    yd = y.to(device)
     was_training = model.training
     model.eval()
     try:
-        adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=device,
-                               verbose=False)
-        x_adv = adversary.run_standard_evaluation(xf, y.to(device), bs=batch_size)
+        if registry_api:
+            adversary = AutoAttack(model, norm=norm, eps=eps, version=version, attacks=attacks,
+                                   device=device, seed=seed)
+            x_adv, _ = adversary.run_standard_evaluation(xf, yd, batch_size=batch_size)
+        else:
+            adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=device,
+                                   verbose=False, seed=seed)
+            if attacks is not None:
+                adversary.attacks_to_run = list(attacks)
+            x_adv = adversary.run_standard_evaluation(xf, yd, bs=batch_size)
         with torch.no_grad():
-            pred = torch.cat([model(b).argmax(1) for b in x_adv.split(batch_size)])
+            pred = torch.cat([model(b).argmax(1) for b in x_adv.to(device).split(batch_size)])
     finally:
         model.train(was_training)
-    return 100.0 * float((pred == y.to(device)).float().mean())
+    return 100.0 * float((pred == yd).float().mean())
