@@ -240,3 +240,41 @@ def write_csv_atomic(df: Any, path: Path) -> None:
 def write_json_atomic(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text), "file")
+
+
+def stored_runs(root: str | os.PathLike | None = None) -> Any:
+    """One row per finished run in the store: its setting, method options and metrics.
+
+    Metrics merge every stored evaluation of the run (``eval/*/metrics.json``) with the run's
+    ``metrics.json`` (the latest evaluation wins where they overlap). Unreadable or unfinished
+    runs are skipped.
+
+    Returns:
+        Columns ``dataset, method, arch, width, n_train, epochs, seed, hash, options`` (the
+        method's config, a dict), ``dir``, then one column per metric.
+    """
+    import pandas as pd
+
+    base = Path(root) if root is not None else runs_root()
+    rows = []
+    for cfg_path in sorted(base.glob("*/*/*/config.json")):
+        run_dir = cfg_path.parent
+        if not (run_dir / "DONE").exists():
+            continue
+        stored = read_json(cfg_path)
+        cfg = stored.get("config") if isinstance(stored, dict) else None
+        if not isinstance(cfg, dict):
+            continue
+        metrics: dict[str, Any] = {}
+        for ev in sorted(run_dir.glob("eval/*/metrics.json")):
+            got = read_json(ev)
+            metrics.update(got if isinstance(got, dict) else {})
+        top = read_json(run_dir / "metrics.json")
+        metrics.update(top if isinstance(top, dict) else {})
+        metrics.pop("eval_key", None)
+        rows.append({"dataset": cfg.get("dataset"), "method": cfg.get("method"),
+                     "arch": cfg.get("arch"), "width": cfg.get("width"),
+                     "n_train": cfg.get("n_train"), "epochs": cfg.get("epochs"),
+                     "seed": cfg.get("seed"), "hash": run_dir.name,
+                     "options": cfg.get("method_config") or {}, "dir": str(run_dir), **metrics})
+    return pd.DataFrame(rows)
