@@ -28,12 +28,13 @@ def _time(fn) -> float:
     return time.perf_counter() - t
 
 
-def _sweep(ex: widgets.Explorer, name: str, values: list) -> tuple[float, float, float]:
-    """Median and worst seconds of first visits, and median of revisits."""
+def _sweep(ex: widgets.Explorer, name: str, values: list) -> tuple[float, float, str, float]:
+    """Median and worst seconds of first visits (and the worst value), median of revisits."""
     w = ex.controls[name]
     first = [_time(lambda v=v: setattr(w, "value", v)) for v in values]
     again = [_time(lambda v=v: setattr(w, "value", v)) for v in values]
-    return statistics.median(first), max(first), statistics.median(again)
+    worst = max(range(len(values)), key=first.__getitem__)
+    return statistics.median(first), first[worst], str(values[worst]), statistics.median(again)
 
 
 def main() -> None:
@@ -63,9 +64,9 @@ def main() -> None:
         build.pop("r")
     print("construction (s): " + ", ".join(f"{k} {v:.2f}" for k, v in build.items()))
     print(f"{'explorer':12s} {'control':11s} {'first median':>12s} {'first worst':>12s} "
-          f"{'revisit':>8s}  (seconds per change)")
-    for ex_name, ctl, med, worst, again in rows:
-        print(f"{ex_name:12s} {ctl:11s} {med:12.3f} {worst:12.3f} {again:8.3f}")
+          f"{'(at)':>16s} {'revisit':>8s}  (seconds per change)")
+    for ex_name, ctl, med, worst, at, again in rows:
+        print(f"{ex_name:12s} {ctl:11s} {med:12.3f} {worst:12.3f} {at[:16]:>16s} {again:8.3f}")
 
 
 if __name__ == "__main__":

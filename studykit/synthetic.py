@@ -13,9 +13,7 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from studykit.rng import seeded_generator
+from studykit.threads import one_intra_op_thread
 
 if TYPE_CHECKING:
     from studykit.data import ImageDataset
@@ -51,22 +50,6 @@ SYNTHETIC_CLASSES = (
 
 _CHUNK = 250  # images per generation chunk: small enough to stay in cache; fixed, so the output
 # never depends on it
-
-
-@contextmanager
-def _one_intra_op_thread() -> Iterator[int]:
-    """Run torch ops on one intra-op thread; yields the caller's thread count, then restores it.
-
-    The generator does a few hundred small elementwise ops per chunk. Splitting each op over
-    threads costs more in synchronisation than it saves (10-30x slower with 2 threads on 2 busy
-    cores); rendering whole chunks in parallel Python threads (torch releases the GIL) scales.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=16)
@@ -539,7 +522,9 @@ def _make_split(n: int, size: int, seed: int, split: str) -> tuple[torch.Tensor,
 
     starts = range(0, n, _CHUNK)
     _photo_atlas()  # read the photographs once, before any worker thread needs them
-    with _one_intra_op_thread() as threads:
+    # Splitting each small op over threads costs more than it saves; whole chunks render in
+    # parallel Python threads instead (torch releases the GIL).
+    with one_intra_op_thread() as threads:
         workers = max(1, min(threads, len(starts), 8))
         if workers == 1:
             for start in starts:

@@ -40,6 +40,7 @@ from studykit.corruptions import corrupt, list_corruptions
 from studykit.data import ImageDataset
 from studykit.methods import method_config_fields
 from studykit.runs import stored_runs
+from studykit.threads import one_intra_op_thread
 
 PANEL_SCALE = 4  # 32x32 images shown at 128x128, nearest neighbour
 
@@ -155,8 +156,10 @@ class Explorer:
         return {name: w.value for name, w in self.controls.items()}
 
     def update(self) -> View:
-        """Recompute the View from the controls and show it."""
-        self.view = self.compute(self.values())
+        """Recompute the View from the controls and show it (on one intra-op thread: a
+        callback's work is small, and two threads on busy cores make it 10-200x slower)."""
+        with one_intra_op_thread():
+            self.view = self.compute(self.values())
         boxes = list(self._panel_box.children)
         if len(boxes) != len(self.view.panels):
             boxes = [W.VBox([W.Label(), W.Image(format="png")]) for _ in self.view.panels]
