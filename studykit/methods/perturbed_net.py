@@ -87,6 +87,7 @@ class PerturbedNetMethod(Method):
             dataset.x_train, dataset.x_test, dataset=dataset.name, data_key=data_key,
             channels=c.net_channels, blocks=c.net_blocks, epochs=c.net_epochs, lr=c.net_lr,
             batch_size=c.net_batch_size, device=device, runs_root=runs_root, progress=progress)
+        self.pretrained = pre  # its run, history and reconstruction quality
         self.attach(pre.net)
 
     def attach(self, net: CorruptionNet) -> None:
