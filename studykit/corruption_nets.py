@@ -54,6 +54,11 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.res_scale = res_scale
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # CorruptionNet.forward runs the block layer by layer (to swap in per-example weights);
+        # this is the same computation with the block's own weights.
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x)))
+
 
 class CorruptionNet(nn.Module):
     """EDSR-style image-to-image network (images in [0, 1] in and out).
