@@ -22,6 +22,16 @@ the count is an upper bound):
   maxup:   m forwards of the copies without gradient (1 unit each; a low-resolution copy of
            side r costs (r / 32)^2 of that) + 1 forward/backward           -> 1 + m / 3
            (low-res 16: 1 + m / 12)
+  deepaugment: clean + corrupted batch forward/backward                     -> 2
+  ada:     steps classifier forward + input-backward, + clean + AdA forward/backward
+                                                                            -> steps + 2
+           (ada and deepaugment: without the corruption network's own forward/backward,
+           which has per-example weights and is reported as the difference)
+
+AdA and DeepAugment get a corruption network (``--net-channels``, ``--net-blocks``; default:
+the profile's) pretrained briefly to reconstruct the batch (``--net-steps`` Adam steps), and the
+share of AdA's step spent in the SSIM guard is measured by timing the guard alone on that step's
+images (the guard's time depends on how many images it catches, printed with it).
 
 A method may carry options after a colon, e.g. ``maxup:low_res=16`` or ``maxup:m=8,low_res=16``
 (values are Python literals).
@@ -38,9 +48,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from studykit.analysis import ssim
+from studykit.corruption_nets import CorruptionNet
 from studykit.methods import create_method
 from studykit.models import create_model
 from studykit.profiles import method_overrides
+from studykit.ssim_guard import ssim_guard
 from studykit.synthetic import make_synthetic
 
 
@@ -59,7 +72,35 @@ def pass_count(name: str, method, metrics: dict) -> float | None:
     if name == "maxup":
         side = method.config.low_res or 32
         return 1.0 + method.config.m / 3 * min(1.0, (side / 32) ** 2)
+    if name == "deepaugment":
+        return 2.0
+    if name == "ada":
+        return method.config.steps + 2.0
     return None
+
+
+def reconstruction_net(x: torch.Tensor, channels: int, blocks: int, steps: int):
+    """A corruption network trained for ``steps`` Adam steps to reconstruct ``x``."""
+    net = CorruptionNet(channels, blocks).to(x.device)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = F.l1_loss(net(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def guard_time(method, model, x, y, repeats: int) -> tuple[float, float]:
+    """Seconds of one SSIM guard call on an AdA/DeepAugment step's images, and the fraction of
+    images it caught."""
+    x_hat, _, metrics = method.corrupt(model, x, y, method.rng(x.device))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        ssim_guard(x, x_hat, method.config.ssim_threshold)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats, float(metrics["guard_frac"])
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -87,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="apply this profile's method overrides (paper: the Config defaults)")
     p.add_argument("--methods", nargs="*",
                    default=["standard", "augmix", "augmax", "pgd_at", "robust_augmix", "maxup",
-                            "maxup:low_res=16"])
+                            "maxup:low_res=16", "deepaugment", "ada"])
+    p.add_argument("--net-channels", type=int, default=None)
+    p.add_argument("--net-blocks", type=int, default=None)
+    p.add_argument("--net-steps", type=int, default=100)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -105,9 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         clean_acc = float((trained.eval()(x).argmax(1) == y).float().mean()) * 100
     setups = {}
+    nets = {}
     for spec in args.methods:
         name, options = parse_method(spec)
         method = create_method(name, **{**method_overrides(args.profile, name), **options})
+        if hasattr(method, "attach"):  # AdA, DeepAugment
+            c = method.config
+            shape = (args.net_channels or c.net_channels, args.net_blocks or c.net_blocks)
+            if shape not in nets:
+                nets[shape] = reconstruction_net(x, *shape, args.net_steps)
+            method.attach(nets[shape])
         model = copy.deepcopy(trained)
         model = method.prepare_model(model).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -145,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
             exp += (f" (steps taken {means['search_steps']:.1f} per sample, "
                     f"{100 * means['search_cost']:.0f}% of the full search computed)")
         print(f"| {name} | {ms:.0f} | {ratio} | {exp} |")
+    for name, (method, model, _) in setups.items():
+        if parse_method(name)[0] == "ada":
+            seconds, caught = guard_time(method, model, x, y, args.steps)
+            share = seconds / (times[name] / args.steps)
+            print(f"\nSSIM guard in {name}: {1000 * seconds:.1f} ms per step, {100 * share:.1f} % "
+                  f"of the step ({100 * caught:.0f} % of the images caught)")
+    for shape, net in nets.items():
+        print(f"corruption net {shape[0]} channels, {shape[1]} blocks: reconstruction SSIM "
+              f"{float(ssim(net(x), x).mean()):.3f} on the batch")
     print(f"\ncommand: python {' '.join(sys.argv)}")
     return 0
 

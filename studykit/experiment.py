@@ -271,6 +271,8 @@ def _fit(run: Run, cfg: dict[str, Any], ds: ImageDataset, method: Method) -> Fit
     loader = DeviceLoader(ds.x_train, ds.y_train, train["batch_size"], device=device,
                           train=True, seed=train["seed"])
     test_loader = DeviceLoader(ds.x_test, ds.y_test, 500, device=device, train=False)
+    method.setup(ds, data_key=data_fingerprint(ds), device=device, runs_root=rt["runs_root"],
+                 progress=rt["progress"])
     torch.manual_seed(derive_seed(train["seed"], "init"))  # the initial weights: their own stream
     model = models.create_model(train["arch"], ds.num_classes, width=train["width"])
     return fit(model, method, loader, _train_config(train), device=device,

@@ -21,6 +21,7 @@ from torch import nn
 
 from studykit import methods
 from studykit.attacks import pgd
+from studykit.corruption_nets import CorruptionNet
 from studykit.models import create_model
 
 pytestmark = [
@@ -124,6 +125,8 @@ def test_training_step_inner_max_in_fp32_training_forwards_in_bf16(name):
     # grad: those forwards must be fp32. The forwards the loss is trained on keep autocast.
     fields = {f.name for f in dataclasses.fields(methods.get_method_class(name).Config)}
     method = methods.create_method(name, **{f: 2 for f in INNER_STEP_FIELDS if f in fields})
+    if hasattr(method, "attach"):  # AdA, DeepAugment: their corruption network
+        method.attach(CorruptionNet(8, 1).cuda())
     method.seed(0)
     torch.manual_seed(0)
     net = method.prepare_model(create_model("small_cnn", 10, width=8)).cuda()

@@ -27,6 +27,7 @@ import torch
 
 from studykit import methods
 from studykit.attacks import pgd
+from studykit.corruption_nets import CorruptionNet
 from studykit.models import create_model
 
 pytestmark = [
@@ -105,6 +106,8 @@ CASES = [(name, {}) for name in methods.list_methods()] + [
                          ids=[n + "".join(f"-{k}={v}" for k, v in e.items()) for n, e in CASES])
 def test_training_step_synchronizes_at_most_once_per_inner_step(name, extra):
     method = methods.create_method(name, **small_overrides(name), **extra)
+    if hasattr(method, "attach"):  # AdA, DeepAugment: their corruption network
+        method.attach(CorruptionNet(8, 1).cuda())
     method.seed(0)
     model = prepared_model(method)
     x, y = cuda_batch()

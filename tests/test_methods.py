@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from studykit import methods
 from studykit.augmentations import augmix_chains, mix, sample_augmix_params
+from studykit.corruption_nets import CorruptionNet
 from studykit.losses import jsd_consistency
 from studykit.methods.augmax import augmax_search
 from studykit.models import create_model
@@ -20,7 +21,8 @@ from studykit.normalization import DualBN, DuBIN, bn_route, dual_bn_layers
 
 # Methods whose default config is too slow for a per-step contract test get overrides here.
 FAST_OVERRIDES = {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"steps": 2},
-                  "augmix_pgdat": {"pgd_steps": 2}, "robust_augmix": {"steps": 2}}
+                  "augmix_pgdat": {"pgd_steps": 2}, "robust_augmix": {"steps": 2},
+                  "ada": {"steps": 2}}
 
 
 def _toy_batch(n=32, seed=0):
@@ -49,6 +51,14 @@ def trained():
     return model.eval()
 
 
+def with_corruption_net(m: methods.Method) -> methods.Method:
+    """AdA and DeepAugment need their corruption network (``run_experiment`` loads it)."""
+    if hasattr(m, "attach"):
+        torch.manual_seed(0)
+        m.attach(CorruptionNet(8, 1))
+    return m
+
+
 @pytest.mark.parametrize("name", methods.list_methods())
 def test_method_contract(name):
     cls = methods.get_method_class(name)
@@ -59,7 +69,7 @@ def test_method_contract(name):
     for f in dataclasses.fields(cfg)[:1]:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(cfg, f.name, None)
-    m = methods.create_method(name, **FAST_OVERRIDES.get(name, {}))
+    m = with_corruption_net(methods.create_method(name, **FAST_OVERRIDES.get(name, {})))
     torch.manual_seed(0)
     model = m.prepare_model(create_model("small_cnn", 4, width=8)).train()
     x, y = _toy_batch(16)
@@ -73,7 +83,7 @@ def test_method_contract(name):
                for v in out.metrics.values())
     assert m.eval_model(model) is model
     # Same generator seed -> same step.
-    m2 = methods.create_method(name, **FAST_OVERRIDES.get(name, {}))
+    m2 = with_corruption_net(methods.create_method(name, **FAST_OVERRIDES.get(name, {})))
     torch.manual_seed(0)
     model2 = m2.prepare_model(create_model("small_cnn", 4, width=8)).train()
     assert torch.equal(m2.training_step(model2, x, y).loss, out.loss.detach())

@@ -34,7 +34,7 @@ _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
 _METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines", "robust_augmix",
-                  "maxup")
+                  "maxup", "ada", "deepaugment")
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,12 @@ class Method:
         (0-based) and the total number of steps. What a method derives from it (PGD-AT's eps
         ramp, a warm-up of plain augmentation) must be a pure function of these two numbers,
         so a resumed run equals an uninterrupted one. Default: ignored."""
+
+    def setup(self, dataset: Any, *, data_key: str, device: torch.device | str = "cpu",
+              runs_root: Any = None, progress: bool = False) -> None:
+        """Called by ``run_experiment`` before training (fresh or resumed) with the training
+        data and its fingerprint: a method that needs a pretrained network of its own (AdA's
+        corruption network) gets it from the run store here. Default: nothing."""
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model

@@ -1,0 +1,151 @@
+"""What AdA and DeepAugment share: a pretrained corruption network whose weights are perturbed
+per example, the SSIM guard, and how the corrupted images join the training batch.
+
+    beta ~ U(balls), [AdA: beta <- FGSM search],  x_hat = guard(x, c_{phi+beta}(x))
+    batch = [x, x_hat] (``clean``) or x_hat;  [AugMix last: one view, or JSD over 3 views]
+
+The corruption network comes from the run store (``studykit.corruption_nets``):
+``run_experiment`` calls ``setup`` with the training data before training, which loads the
+pretrained net or trains it first. Outside ``run_experiment`` (tests, benchmarks, notebook
+figures) call ``setup`` or ``attach(net)`` yourself.
+
+AugMix is the last stage of the paper's pipeline (Appendix A). ``augmix="jsd"`` is AugMix as
+its paper trains it: CE on the batch plus lambda JSD over the batch and two AugMix views of it;
+``"plain"`` replaces the batch by one AugMix view. The paper does not say which it used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from studykit.augmentations import augmix, augmix_views
+from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
+from studykit.corruption_nets import (
+    CorruptionNet,
+    base_params,
+    per_example_params,
+    pretrain_corruption_net,
+)
+from studykit.losses import jsd_consistency
+from studykit.methods import Method, MethodConfig, StepOutput
+from studykit.ssim_guard import ssim_guard
+from studykit.weight_perturbation import block_radii, sample_in_balls
+
+AUGMIX_STAGES = ("none", "plain", "jsd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerturbedNetConfig(MethodConfig):
+    """Options shared by AdA and DeepAugment (paper values where the paper has them).
+
+    ``nu``: relative radius of every parameter block's ball (paper 0.015). ``ssim_threshold``:
+    the guard's t (paper 0.3; 0 turns it off). ``clean``: train on the clean batch and the
+    corrupted one together (the issue's reading of the paper's pipeline) instead of the
+    corrupted one alone (the paper's Eq. 3). ``net_*``: the corruption network (the paper's
+    EDSR-baseline: 64 channels, 16 blocks) and its pretraining, which the paper does not do
+    (it downloads EDSR): the kit's choices, see ``studykit.corruption_nets``.
+    """
+
+    nu: float = 0.015
+    ssim_threshold: float = 0.3
+    clean: bool = True
+    augmix: str = "none"
+    jsd_lambda: float = 12.0
+    net_channels: int = 64
+    net_blocks: int = 16
+    net_epochs: int = 10
+    net_lr: float = 1e-3
+    net_batch_size: int = 128
+
+    RANGES: ClassVar[dict[str, Any]] = {
+        "nu": POSITIVE, "ssim_threshold": FRACTION, "net_channels": AT_LEAST_1,
+        "net_epochs": AT_LEAST_1, "net_lr": POSITIVE, "net_batch_size": AT_LEAST_1}
+    CHOICES: ClassVar[dict[str, tuple]] = {"augmix": AUGMIX_STAGES}
+
+
+class PerturbedNetMethod(Method):
+    """Base of AdA and DeepAugment; a subclass says how beta is chosen (``search``)."""
+
+    Config = PerturbedNetConfig
+    config: PerturbedNetConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.net: CorruptionNet | None = None
+
+    def setup(self, dataset: Any, *, data_key: str, device: torch.device | str = "cpu",
+              runs_root: str | os.PathLike | None = None, progress: bool = False) -> None:
+        """Load the pretrained corruption network for ``dataset`` (training it if missing)."""
+        c = self.config
+        pre = pretrain_corruption_net(
+            dataset.x_train, dataset.x_test, dataset=dataset.name, data_key=data_key,
+            channels=c.net_channels, blocks=c.net_blocks, epochs=c.net_epochs, lr=c.net_lr,
+            batch_size=c.net_batch_size, device=device, runs_root=runs_root, progress=progress)
+        self.pretrained = pre  # its run, history and reconstruction quality
+        self.attach(pre.net)
+
+    def attach(self, net: CorruptionNet) -> None:
+        """Use ``net`` (its current weights are phi) as the corruption network."""
+        self.net = net.eval().requires_grad_(False)
+        self.phi = base_params(net)
+        self.radii = block_radii(self.phi, self.config.nu)
+
+    def search(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               beta: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """beta after the inner maximization, and the loss at the start (DeepAugment: none)."""
+        return beta, None
+
+    def corrupt(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The corrupted batch before and after the SSIM guard, and step metrics.
+
+        Shape:
+            - x: (N, 3, H, W); y: (N,)
+            - output: (N, 3, H, W) unguarded, (N, 3, H, W) guarded
+        """
+        if self.net is None:
+            raise RuntimeError(f"method {self.name!r} has no corruption network: call "
+                               "setup(dataset, ...) or attach(net) first (run_experiment does)")
+        if next(self.net.parameters()).device != x.device:
+            self.attach(self.net.to(x.device))
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            beta = sample_in_balls(self.phi, self.radii, x.shape[0], generator=generator)
+            beta, start_ce = self.search(model, x, y, beta)
+            with torch.no_grad():
+                x_hat = self.net(x, per_example_params(self.phi, beta))
+            x_guarded, gamma = ssim_guard(x, x_hat, self.config.ssim_threshold)
+        metrics = {"guard_frac": (gamma < 1).float().mean()}
+        if start_ce is not None:
+            metrics["start_ce"] = start_ce.mean()
+        return x_hat, x_guarded, metrics
+
+    def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        c = self.config
+        g = self.rng(x.device)
+        n = x.shape[0]
+        _, x_aug, metrics = self.corrupt(model, x, y, g)
+        xb, yb = (torch.cat([x, x_aug.to(x.dtype)]), y.repeat(2)) if c.clean else (x_aug, y)
+        if c.augmix == "plain":
+            xb = augmix(xb, generator=g)
+        if c.augmix == "jsd":
+            x1, x2 = augmix_views(xb, 2, generator=g)
+            logits_b, l1, l2 = model(torch.cat([xb, x1, x2])).chunk(3)
+            jsd = jsd_consistency([logits_b, l1, l2])
+            metrics["jsd"] = jsd.detach()
+        else:
+            logits_b = model(xb)
+            jsd = 0.0
+        ce = F.cross_entropy(logits_b, yb)
+        aug_logits = logits_b[n:] if c.clean else logits_b
+        metrics["aug_acc"] = (aug_logits.detach().argmax(1) == y).float().mean() * 100
+        metrics["ce"] = ce.detach()
+        return StepOutput(loss=ce + c.jsd_lambda * jsd, logits=logits_b[:n], metrics=metrics)

@@ -1,0 +1,253 @@
+"""AdA and DeepAugment: the kit's SSIM against an independent implementation, the corruption
+network's batched per-example forward, the perturbation balls, the inner maximization, the SSIM
+guard, and the pretraining run (stored, resumable)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from studykit import methods
+from studykit.analysis import ssim
+from studykit.corruption_nets import (
+    CorruptionNet,
+    base_params,
+    per_example_params,
+    pretrain_corruption_net,
+)
+from studykit.models import create_model
+from studykit.ssim_guard import quadratic_root_near_one, ssim_guard
+from studykit.weight_perturbation import (
+    ada_search,
+    block_radii,
+    corruption_loss,
+    median_step_size,
+    project,
+    sample_in_balls,
+)
+
+
+def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of Wang et al. (2004) written from the paper: 11-tap Gaussian window (sigma 1.5),
+    K1 = 0.01, K2 = 0.03, data range 1, the map averaged over channels and pixels; borders
+    mirrored (the image reflected about its edge pixel), as kornia filters."""
+    t = np.arange(11) - 5.0
+    w = np.exp(-t ** 2 / (2 * 1.5 ** 2))
+    w /= w.sum()
+
+    def blur(img):  # separable filter over the last two axes
+        return ndimage.correlate1d(ndimage.correlate1d(img, w, axis=-1, mode="mirror"), w,
+                                   axis=-2, mode="mirror")
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a ** 2
+    var_b = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
+         / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+    return float(s.mean())
+
+
+def _smooth_images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    return F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def test_ssim_matches_an_independent_implementation():
+    x = _smooth_images(6)
+    g = torch.Generator().manual_seed(1)
+    y = torch.stack([x[0], x[1] + 0.05 * torch.randn(3, 32, 32, generator=g),
+                     x[2] * 0.5 + 0.2, x[3].flip(-1), torch.rand(3, 32, 32, generator=g),
+                     x[5] + 0.3 * torch.randn(3, 32, 32, generator=g)]).clamp(0, 1)
+    ours = ssim(x, y).double().numpy()
+    ref = np.array([reference_ssim(a, b) for a, b in zip(x.double().numpy(), y.double().numpy())])
+    assert ours[0] == pytest.approx(1.0, abs=1e-6)
+    assert ref.min() < 0.3 < ref.max()  # the cases span the range the guard works in
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small CNN trained a little on smooth random images with 4 random labels."""
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 4, width=8)
+    x = _smooth_images(64, seed=2)
+    y = torch.arange(64) % 4
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(30):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), x, y
+
+
+def _net(seed: int = 0, channels: int = 8, blocks: int = 2) -> CorruptionNet:
+    torch.manual_seed(seed)
+    return CorruptionNet(channels, blocks).eval().requires_grad_(False)
+
+
+def test_batched_per_example_forward_equals_a_loop_over_images():
+    net = _net()
+    phi = base_params(net)
+    x = _smooth_images(5)
+    beta = sample_in_balls(phi, block_radii(phi, 0.05), 5, torch.Generator().manual_seed(0))
+    batched = net(x, per_example_params(phi, beta))
+    for i in range(5):
+        params_i = {k: phi[k] + beta[k][i] for k in phi}
+        one = torch.func.functional_call(net, params_i, (x[i:i + 1],))
+        torch.testing.assert_close(batched[i:i + 1], one, atol=1e-5, rtol=1e-5)
+    # beta = 0 is the network itself.
+    zero = {k: torch.zeros_like(v) for k, v in beta.items()}
+    torch.testing.assert_close(net(x, per_example_params(phi, zero)), net(x), atol=1e-5, rtol=0)
+
+
+def test_batched_search_equals_a_search_per_image(trained):
+    model, x, y = trained
+    net = _net()
+    phi = base_params(net)
+    radii = block_radii(phi, 0.02)
+    x, y = x[:4], y[:4]
+    beta0 = sample_in_balls(phi, radii, 4, torch.Generator().manual_seed(0))
+    batched, _ = ada_search(net, phi, model, x, y, beta0, radii, steps=3)
+    for i in range(4):
+        one, _ = ada_search(net, phi, model, x[i:i + 1], y[i:i + 1],
+                            {k: v[i:i + 1] for k, v in beta0.items()}, radii, steps=3)
+        for k in phi:
+            torch.testing.assert_close(batched[k][i:i + 1], one[k], atol=1e-6, rtol=1e-5)
+
+
+def test_every_block_stays_in_its_ball_after_every_step(trained):
+    model, x, y = trained
+    net = _net()
+    phi = base_params(net)
+    radii = block_radii(phi, 0.015)
+    beta0 = sample_in_balls(phi, radii, 16, torch.Generator().manual_seed(0))
+    for k, b in beta0.items():  # the random start is inside, and not at the centre
+        norms = b.flatten(1).norm(dim=1)
+        assert (norms <= radii[k] * (1 + 1e-5)).all() and (norms > 0).all(), k
+    seen = []
+
+    def check(step, beta, loss):
+        seen.append(step)
+        for k, b in beta.items():
+            assert (b.flatten(1).norm(dim=1) <= radii[k] * (1 + 1e-5)).all(), (step, k)
+
+    ada_search(net, phi, model, x[:16], y[:16], beta0, radii, steps=10, callback=check)
+    assert seen == list(range(1, 11))
+    # The step is a quarter of the median radius; projection leaves points inside unchanged.
+    assert median_step_size(radii) == pytest.approx(0.25 * float(np.median(list(radii.values()))))
+    inside = {k: 0.5 * v for k, v in beta0.items()}
+    for k, v in project(inside, radii).items():
+        torch.testing.assert_close(v, inside[k])
+
+
+def test_inner_loop_raises_the_loss_over_its_random_start(trained):
+    model, x, y = trained
+    net = _net()
+    phi = base_params(net)
+    radii = block_radii(phi, 0.015)
+    beta0 = sample_in_balls(phi, radii, 32, torch.Generator().manual_seed(0))
+    start = corruption_loss(net, phi, model, x[:32], y[:32], beta0)
+    beta, start_reported = ada_search(net, phi, model, x[:32], y[:32], beta0, radii, steps=10)
+    end = corruption_loss(net, phi, model, x[:32], y[:32], beta)
+    torch.testing.assert_close(start_reported, start)
+    assert end.mean() > start.mean() * 1.1
+    assert (end > start).float().mean() > 0.8
+
+
+def test_ssim_guard_brings_caught_images_to_the_threshold_and_leaves_others():
+    x = _smooth_images(8)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(x.shape, generator=g)
+    strength = torch.tensor([0.02, 0.05, 0.3, 0.5, 0.8, 1.0, 0.03, 0.6]).view(-1, 1, 1, 1)
+    x_hat = (x + strength * noise).clamp(0, 1)
+    t = 0.3
+    before = ssim(x, x_hat)
+    caught = before < t
+    assert 0 < caught.sum() < 8
+    out, gamma = ssim_guard(x, x_hat, t)
+    after = ssim(x, out)
+    assert torch.equal(out[~caught], x_hat[~caught])
+    assert (gamma[~caught] == 1).all() and (gamma[caught] < 1).all()
+    # Within the quadratic fit's error (the appendix calls it approximate): here <= 0.022.
+    assert (after[caught] - t).abs().max() < 0.03
+    # The guarded image lies on the segment from x to x_hat.
+    gc = gamma[caught].view(-1, 1, 1, 1)
+    torch.testing.assert_close(out[caught], (1 - gc) * x[caught] + gc * x_hat[caught])
+    # t = 0 turns the guard off.
+    assert torch.equal(ssim_guard(x, x_hat, 0.0)[0], x_hat)
+
+
+def test_quadratic_root_is_the_one_in_the_unit_interval_closest_to_one():
+    coef = torch.tensor([
+        [1.0, -1.5, 0.5],  # roots 0.5 and 1.0 -> 1.0
+        [1.0, -2.5, 1.0],  # roots 0.5 and 2.0 -> 0.5 (2 is outside, not clipped to 1)
+        [0.0, -1.0, 0.25],  # linear: 0.25
+        [1.0, 0.0, 1.0],  # no real root -> nan
+    ])
+    r = quadratic_root_near_one(coef)
+    torch.testing.assert_close(r[:3], torch.tensor([1.0, 0.5, 0.25]))
+    assert torch.isnan(r[3])
+
+
+@pytest.mark.parametrize("name", ["ada", "deepaugment"])
+def test_training_batch_is_clean_plus_corrupted(name, trained):
+    model, x, y = trained
+    m = methods.create_method(name, **({"steps": 2} if name == "ada" else {}))
+    m.attach(_net(channels=8, blocks=1))
+    seen = []
+    handle = model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape[0]))
+    try:
+        model.train()
+        out = m.training_step(model, x[:8], y[:8])
+    finally:
+        handle.remove()
+        model.eval()
+    assert seen[-1] == 16 and out.logits.shape[0] == 8
+    assert 0 <= float(out.metrics["guard_frac"]) <= 1
+    assert ("start_ce" in out.metrics) == (name == "ada")
+
+
+def test_method_without_corruption_net_says_how_to_get_one(trained):
+    model, x, y = trained
+    with pytest.raises(RuntimeError, match="setup"):
+        methods.create_method("deepaugment").training_step(model, x[:4], y[:4])
+
+
+def test_pretraining_is_stored_and_resumes_like_any_run(tmp_path, monkeypatch):
+    import studykit.train as train_module
+
+    x_train = (_smooth_images(96, seed=4) * 255).to(torch.uint8)
+    x_test = (_smooth_images(32, seed=5) * 255).to(torch.uint8)
+    kw = dict(dataset="toy", data_key="abc", channels=4, blocks=1, epochs=3, lr=3e-3,
+              batch_size=32)
+    full = pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "a", **kw)
+    assert full.trained and full.run.is_done
+    assert full.run.dir.parent.name == "corruption_net"
+    assert {"psnr", "ssim"} <= set(full.metrics)
+    assert full.history["l1"].iloc[-1] < full.history["l1"].iloc[0]
+    again = pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "a", **kw)
+    assert not again.trained
+
+    save = train_module._save_atomic
+
+    def save_then_stop(obj, path):
+        save(obj, path)
+        if obj["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_atomic", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "b", **kw)
+    monkeypatch.setattr(train_module, "_save_atomic", save)
+    resumed = pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "b", **kw)
+    assert resumed.trained
+    for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert full.history["l1"].tolist() == resumed.history["l1"].tolist()
