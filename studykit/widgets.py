@@ -12,7 +12,8 @@ AugMix chains, the AugMax search, reading the run store) is computed once per se
 cached; a callback then mixes, classifies one image, or filters a table
 (``benchmarks/explorer_latency.py`` measures it).
 
-Explorers: :func:`corruption_explorer`, :func:`mixing_explorer`, :func:`results_browser`.
+Explorers: :func:`corruption_explorer`, :func:`mixing_explorer`, :func:`ada_explorer`,
+:func:`results_browser`.
 """
 
 from __future__ import annotations
@@ -361,6 +362,83 @@ def mixing_explorer(model: nn.Module, dataset: ImageDataset, *, n_images: int = 
     return explorer
 
 
+def ada_explorer(classifier: nn.Module, dataset: ImageDataset, net: nn.Module, *,
+                 radii: Sequence[float] = (0.0075, 0.015, 0.03, 0.06, 0.12), n_images: int = 8,
+                 steps: int = 10, ssim_threshold: float = 0.3, exaggerate: float = 5.0,
+                 seed: int = 0) -> Explorer:
+    """AdA's radius nu on one image: the adversarial corruption, its SSIM, the guard's answer.
+
+    For each radius (computed on first visit, for all ``n_images`` at once) AdA perturbs the
+    corruption network ``net``'s weights inside per-layer balls of radius nu ||phi_l|| with
+    ``steps`` iterated-FGSM steps against ``classifier``, then applies the SSIM guard (t =
+    ``ssim_threshold``).
+
+    Args:
+        classifier: the model attacked (eval mode).
+        dataset: its first ``n_images`` test images are offered.
+        net: a pretrained `studykit.corruption_nets.CorruptionNet` (e.g. ``method.net`` of an
+            AdA run, or ``pretrain_corruption_net(...).net``).
+    """
+    from studykit.analysis import ssim
+    from studykit.methods import create_method
+
+    radii = [float(r) for r in radii]
+    if not radii or min(radii) <= 0:
+        raise ValueError(f"radii must be positive numbers, got {radii!r}")
+    n = min(n_images, dataset.x_test.shape[0])
+    device = next(classifier.parameters()).device
+    x = _float_images(dataset.x_test[:n]).to(device)
+    y = dataset.y_test[:n].to(device)
+    done: dict[float, tuple[torch.Tensor, ...]] = {}
+
+    def at(nu: float) -> tuple[torch.Tensor, ...]:
+        if nu not in done:
+            ada = create_method("ada", nu=nu, steps=steps, ssim_threshold=ssim_threshold)
+            ada.seed(seed)
+            ada.attach(net)
+            was = classifier.training
+            classifier.eval()
+            try:
+                x_hat, x_guard, _ = ada.corrupt(classifier, x, y, ada.rng(device))
+                with torch.no_grad():
+                    pred_hat, conf_hat = _predict(classifier, x_hat)
+            finally:
+                classifier.train(was)
+            done[nu] = (x_hat.detach(), x_guard.detach(), ssim(x, x_hat), ssim(x, x_guard),
+                        pred_hat, conf_hat)
+        return done[nu]
+
+    pred_x, conf_x = _predict(classifier, x)
+
+    def compute(v: dict[str, Any]) -> View:
+        i, nu = v["image"], v["radius"]
+        x_hat, x_guard, s_hat, s_guard, p_hat, c_hat = at(nu)
+        diff = (0.5 + exaggerate * (x_hat[i] - x[i])).clamp(0, 1)
+        caught = float(s_hat[i]) < ssim_threshold
+        table = pd.DataFrame([
+            {"image": "original", "SSIM to original": 1.0,
+             "prediction": f"{_class_name(dataset.classes, int(pred_x[i]))} "
+                           f"({100 * float(conf_x[i]):.0f}%)"},
+            {"image": f"AdA, nu={nu:g}", "SSIM to original": float(s_hat[i]),
+             "prediction": f"{_class_name(dataset.classes, int(p_hat[i]))} "
+                           f"({100 * float(c_hat[i]):.0f}%)"},
+            {"image": "after the SSIM guard", "SSIM to original": float(s_guard[i]),
+             "prediction": "caught: pulled back to t" if caught else "unchanged (above t)"},
+        ]).set_index("image")
+        return View([("original", x[i].cpu()), (f"AdA (nu={nu:g})", x_hat[i].cpu()),
+                     ("after the guard", x_guard[i].cpu()),
+                     (f"difference x{exaggerate:g}", diff.cpu())], table,
+                    f"label: {_class_name(dataset.classes, int(y[i]))}; mean SSIM over the "
+                    f"{n} images at this radius: {float(s_hat.mean()):.3f}")
+
+    controls = {
+        "image": W.IntSlider(value=0, min=0, max=n - 1, description="image"),
+        "radius": W.SelectionSlider(options=radii, value=radii[min(1, len(radii) - 1)],
+                                    description="radius nu"),
+    }
+    return Explorer("AdA: the radius of the weight perturbation", controls, compute)
+
+
 def _run_label(row: Mapping[str, Any]) -> str:
     """``method(option=value, ...)`` with the options that differ from the method's defaults."""
     try:
@@ -434,5 +512,5 @@ def results_browser(root: str | Path | None = None, *, metrics: Sequence[str] = 
     return Explorer("Results browser: stored runs and their metrics", controls, compute)
 
 
-__all__ = ["Explorer", "View", "corruption_explorer", "mixing_explorer", "render_static",
-           "results_browser"]
+__all__ = ["Explorer", "View", "ada_explorer", "corruption_explorer", "mixing_explorer",
+           "render_static", "results_browser"]

@@ -12,6 +12,7 @@ import torch
 from studykit import widgets
 from studykit.data import ImageDataset
 from studykit.models import create_model
+from studykit.threads import one_intra_op_thread
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +128,34 @@ def test_display_carries_the_widget_and_a_static_png_of_the_default_state(tiny):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     ex.controls["severity"].value = 1  # the static view stays the default state
     assert base64.b64decode(ex._repr_mimebundle_()["image/png"]) == png
+
+
+def test_ada_explorer_follows_the_radius_and_larger_radii_lower_ssim(tiny):
+    from studykit.corruption_nets import CorruptionNet
+
+    ds, model = tiny
+    torch.manual_seed(0)
+    net = CorruptionNet(channels=8, blocks=1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)  # near the identity, as pretrained
+    x = ds.x_train.float() / 255
+    with one_intra_op_thread():
+        for _ in range(100):
+            loss = (net(x) - x).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    ex = widgets.ada_explorer(model, ds, net, radii=(0.01, 0.2), n_images=3, steps=2)
+    ex.controls["radius"].value = 0.01
+    small = _shown(ex)
+    s_small = ex.view.table.loc["AdA, nu=0.01", "SSIM to original"]
+    ex.controls["radius"].value = 0.2
+    large = _shown(ex)
+    assert large[0][0] == small[0][0]  # the original stays
+    assert large[0][1] != small[0][1]  # the AdA image changes with the radius
+    s_large = ex.view.table.loc["AdA, nu=0.2", "SSIM to original"]
+    assert s_large < s_small
+    ex.controls["image"].value = 2
+    assert _shown(ex)[0][0] != large[0][0]
+    with pytest.raises(ValueError, match="radii"):
+        widgets.ada_explorer(model, ds, net, radii=(0.0,))
