@@ -22,6 +22,10 @@ the count is an upper bound):
   maxup:   m forwards of the copies without gradient (1 unit each; a low-resolution copy of
            side r costs (r / 32)^2 of that) + 1 forward/backward           -> 1 + m / 3
            (low-res 16: 1 + m / 12)
+  advbn:   m steps forward + input-backward through the head (the layers after the cut), then
+           the head forward/backward on the shifted and on the clean features, and one encoder
+           forward without gradient                                          -> <= m + 2
+           (the head is only part of the network: the later the cut, the cheaper)
 
 A method may carry options after a colon, e.g. ``maxup:low_res=16`` or ``maxup:m=8,low_res=16``
 (values are Python literals).
@@ -59,6 +63,8 @@ def pass_count(name: str, method, metrics: dict) -> float | None:
     if name == "maxup":
         side = method.config.low_res or 32
         return 1.0 + method.config.m / 3 * min(1.0, (side / 32) ** 2)
+    if name == "advbn":
+        return method.config.steps + 2.0
     return None
 
 
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="apply this profile's method overrides (paper: the Config defaults)")
     p.add_argument("--methods", nargs="*",
                    default=["standard", "augmix", "augmax", "pgd_at", "robust_augmix", "maxup",
-                            "maxup:low_res=16"])
+                            "maxup:low_res=16", "advbn", "advbn:stage=3"])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
