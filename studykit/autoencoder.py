@@ -51,7 +51,7 @@ class Decoder(nn.Module):
     Args:
         in_channels: C.
         upsamplings: k.
-        width: channels of the hidden layers.
+        width: channels of the first hidden layer (halved at each upsampling, at least 8).
 
     Shape:
         - input: (N, C, H / 2^k, W / 2^k)
@@ -61,9 +61,11 @@ class Decoder(nn.Module):
     def __init__(self, in_channels: int, upsamplings: int, width: int = 32) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
-        for _ in range(upsamplings):
+        for _ in range(upsamplings):  # channels halve as the resolution doubles (cost)
+            out = max(width // 2, 8)
             layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+                       nn.Conv2d(width, out, 3, padding=1), nn.ReLU()]
+            width = out
         layers += [nn.Conv2d(width, 3, 3, padding=1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 

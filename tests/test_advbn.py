@@ -29,9 +29,9 @@ def trained():
     """A small CNN trained briefly on one batch (so its loss is low and can be raised)."""
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, width=8)
-    x, y = _batch(128, seed=1)
+    x, y = _batch(64, seed=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(40):
+    for _ in range(25):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -142,7 +142,7 @@ def _fit_advbn(base_state, ckpt, stop_after=None):
     ds = make_synthetic(128, 16, seed=4)
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, width=8)
-    method = create_method("advbn", steps=2)
+    method = create_method("advbn", steps=1)
     method.set_base(create_method("standard"), base_state)
     loader = DeviceLoader(ds.x_train, ds.y_train, 64, seed=0)
 
@@ -150,7 +150,7 @@ def _fit_advbn(base_state, ckpt, stop_after=None):
         if epoch == stop_after:
             raise KeyboardInterrupt
 
-    cfg = TrainConfig(epochs=3, lr=0.01, schedule="multistep", milestones=(1.5,))
+    cfg = TrainConfig(epochs=2, lr=0.01, schedule="multistep", milestones=(1.5,))
     return fit(model, method, loader, cfg, checkpoint_path=ckpt, callbacks=[stop],
                progress=False)
 
@@ -207,7 +207,7 @@ def test_divergence_of_a_set_with_itself_is_zero_and_grows_with_a_shift(trained)
 
 
 def test_decoder_learns_resumes_and_advbn_shift_raises_the_classifier_loss(tmp_path, trained):
-    ds = make_synthetic(96, 16, seed=6)
+    ds = make_synthetic(64, 16, seed=6)
 
     def train(ckpt, epochs):
         torch.manual_seed(0)
@@ -216,10 +216,10 @@ def test_decoder_learns_resumes_and_advbn_shift_raises_the_classifier_loss(tmp_p
                              tv_weight=0.01, seed=0, checkpoint_path=ckpt)
         return ae, hist
 
-    full, hist = train(tmp_path / "a.pt", 3)
+    full, hist = train(tmp_path / "a.pt", 2)
     assert hist["mse"].iloc[-1] < hist["mse"].iloc[0]
     train(tmp_path / "b.pt", 1)
-    resumed, _ = train(tmp_path / "b.pt", 3)
+    resumed, _ = train(tmp_path / "b.pt", 2)
     for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
         assert torch.equal(a, b)
     x, y = ds.x_test.float() / 255, ds.y_test
