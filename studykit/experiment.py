@@ -219,7 +219,6 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     overrides.update({k: params[k] for k in method_fields if k in params})
     # Build the method once to validate its options (its Config checks its own values).
     train["method_config"] = dataclasses.asdict(create_method(method, **overrides).config)
-    base = _resolve_base(method, train, params, prof)
 
     ds = train["dataset"]
     if not isinstance(ds, str) or not (ds in list_datasets() or ds.startswith("npz:")):
@@ -231,6 +230,7 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     if isinstance(ev["eval_eps"], (int, float)) and not isinstance(ev["eval_eps"], bool):
         ev["eval_eps"] = [ev["eval_eps"]]  # one eps given as a number
     check_params({**train, **ev, **runtime})
+    base = _resolve_base(method, train, params, prof)
     if train["nesterov"] and train["momentum"] == 0:
         raise ParamError("nesterov=True needs momentum > 0, got momentum=0")
     if ev["eval_adversarial"] is not None and ev["eval_eps"] is None:
