@@ -27,6 +27,10 @@ the count is an upper bound):
                                                                             -> steps + 2
            (ada and deepaugment: without the corruption network's own forward/backward,
            which has per-example weights and is reported as the difference)
+  advbn:   m steps forward + input-backward through the head (the layers after the cut), then
+           the head forward/backward on the shifted and on the clean features, and one encoder
+           forward without gradient                                          -> <= m + 2
+           (the head is only part of the network: the later the cut, the cheaper)
 
 AdA and DeepAugment get a corruption network (``--net-channels``, ``--net-blocks``; default:
 the profile's) pretrained briefly to reconstruct the batch (``--net-steps`` Adam steps), and the
@@ -74,7 +78,7 @@ def pass_count(name: str, method, metrics: dict) -> float | None:
         return 1.0 + method.config.m / 3 * min(1.0, (side / 32) ** 2)
     if name == "deepaugment":
         return 2.0
-    if name == "ada":
+    if name in ("ada", "advbn"):
         return method.config.steps + 2.0
     return None
 
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="apply this profile's method overrides (paper: the Config defaults)")
     p.add_argument("--methods", nargs="*",
                    default=["standard", "augmix", "augmax", "pgd_at", "robust_augmix", "maxup",
-                            "maxup:low_res=16", "deepaugment", "ada"])
+                            "maxup:low_res=16", "deepaugment", "ada", "advbn",
+                            "advbn:stage=3"])
     p.add_argument("--net-channels", type=int, default=None)
     p.add_argument("--net-blocks", type=int, default=None)
     p.add_argument("--net-steps", type=int, default=100)

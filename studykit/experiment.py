@@ -35,7 +35,13 @@ from studykit.checks import (
     describe_type,
 )
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
-from studykit.methods import Method, create_method, list_methods, method_config_fields
+from studykit.methods import (
+    Method,
+    create_method,
+    get_method_class,
+    list_methods,
+    method_config_fields,
+)
 from studykit.paths import data_root
 from studykit.rng import derive_seed
 from studykit.runs import (
@@ -224,6 +230,7 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     if isinstance(ev["eval_eps"], (int, float)) and not isinstance(ev["eval_eps"], bool):
         ev["eval_eps"] = [ev["eval_eps"]]  # one eps given as a number
     check_params({**train, **ev, **runtime})
+    base = _resolve_base(method, train, params, prof)
     if train["nesterov"] and train["momentum"] == 0:
         raise ParamError("nesterov=True needs momentum > 0, got momentum=0")
     if ev["eval_adversarial"] is not None and ev["eval_eps"] is None:
@@ -249,7 +256,35 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParamError(f"device {runtime['device']!r} asked for, but CUDA is not available "
                          "here; use device=cpu or device=auto")
-    return {"train": train, "eval": ev, "runtime": runtime}
+    cfg = {"train": train, "eval": ev, "runtime": runtime}
+    if base is not None:
+        cfg["base"] = base
+    return cfg
+
+
+# Keys a fine-tuning run shares with its base run when given explicitly (the rest of the
+# base's config comes from the profile, so it is the run the profile's notebooks train).
+_BASE_SHARED = ("dataset", "n_train", "n_test", "data_seed", "arch", "width", "batch_size",
+                "seed", "profile", "device", "progress", "runs_root", "download")
+
+
+def _resolve_base(method: str, train: dict[str, Any], params: Mapping[str, Any],
+                  prof: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a method that fine-tunes a base run (it has ``finetune_schedule``, e.g. advbn):
+    its training settings (unless given explicitly) and the base run's parameters, whose
+    resolved hash becomes part of this run's config (``base_run``)."""
+    cls = get_method_class(method)
+    schedule = getattr(cls, "finetune_schedule", None)
+    if schedule is None:
+        return None
+    for key, value in schedule(prof["epochs"]).items():
+        if key not in params:
+            train[key] = value
+    train["milestones"] = cls.milestones(train["epochs"])
+    base = {k: params[k] for k in _BASE_SHARED if k in params}
+    base["method"] = train["method_config"]["base_method"]
+    train["base_run"] = config_hash(resolve_config(**base)["train"])
+    return base
 
 
 def _build_model(train: Mapping[str, Any], num_classes: int, method: Method) -> nn.Module:
@@ -262,6 +297,7 @@ def _train_config(train: Mapping[str, Any]) -> TrainConfig:
         epochs=train["epochs"], lr=train["lr"], momentum=train["momentum"],
         nesterov=train["nesterov"], weight_decay=train["weight_decay"],
         schedule=train["schedule"], warmup_epochs=train["warmup_epochs"], seed=train["seed"],
+        milestones=tuple(train.get("milestones", ())),
     )
 
 
@@ -337,16 +373,35 @@ def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module
                 return (run, model.to(rt["device"]).eval(), method,
                         pd.DataFrame(state["history"]), False)
         run.require_writable("train")
+        base = _load_base(cfg, ds)
         run.write_config(data_fingerprint=fingerprint)
         try:
-            result = _fit(run, cfg, ds, method)
+            result = _fit(run, cfg, ds, _with_base(method, base))
         except CheckpointError as e:
             run.discard_checkpoint(str(e))
             method = create_method(train["method"], **train["method_config"])
-            result = _fit(run, cfg, ds, method)
+            result = _fit(run, cfg, ds, _with_base(method, base))
         write_csv_atomic(result.history, run.history_csv)
         run.mark_done()
         return run, result.model.eval(), method, result.history, True
+
+
+def _load_base(cfg: Mapping[str, Any], ds: ImageDataset
+               ) -> tuple[Method, dict[str, torch.Tensor]] | None:
+    """The trained base run of a fine-tuning run (trained first when it is missing)."""
+    if "base" not in cfg:
+        return None
+    base_cfg = resolve_config(**cfg["base"])
+    log.info("fine-tuning needs the base run %s/%s", base_cfg["train"]["method"],
+             config_hash(base_cfg["train"]))
+    _, model, method, _, _ = train_or_load(base_cfg, ds)
+    return method, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _with_base(method: Method, base: tuple[Method, dict[str, torch.Tensor]] | None) -> Method:
+    if base is not None:
+        method.set_base(*base)
+    return method
 
 
 def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method,

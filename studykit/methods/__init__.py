@@ -34,7 +34,7 @@ _REGISTRY: dict[str, type[Method]] = {}
 
 # Modules that register methods on import; a method module added here is found by name.
 _METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines", "robust_augmix",
-                  "maxup", "ada", "deepaugment")
+                  "maxup", "ada", "deepaugment", "advbn")
 
 
 @dataclass(frozen=True)
