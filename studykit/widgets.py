@@ -13,7 +13,7 @@ cached; a callback then mixes, classifies one image, or filters a table
 (``benchmarks/explorer_latency.py`` measures it).
 
 Explorers: :func:`corruption_explorer`, :func:`mixing_explorer`, :func:`ada_explorer`,
-:func:`results_browser`.
+:func:`advbn_explorer`, :func:`results_browser`.
 """
 
 from __future__ import annotations
@@ -439,6 +439,69 @@ def ada_explorer(classifier: nn.Module, dataset: ImageDataset, net: nn.Module, *
     return Explorer("AdA: the radius of the weight perturbation", controls, compute)
 
 
+def advbn_explorer(ae: nn.Module, classifier: nn.Module, dataset: ImageDataset, *,
+                   max_steps: int = 8, eps_values: Sequence[float] = (0.25, 0.5, 1.1, 1.5),
+                   step_size: float = 0.2, n_images: int = 16) -> Explorer:
+    """AdvBN's strength through the autoencoder: steps m and bound eps, and the decoded image.
+
+    The ``n_images`` first test images are encoded together (AdvBN shifts the batch's
+    per-channel statistics), shifted by m sign steps of ``step_size`` within [1 - eps, 1 + eps]
+    against ``classifier``'s loss on the decoded images, and decoded
+    (`studykit.autoencoder.shift_images`); each (m, eps) is computed once.
+
+    Args:
+        ae: a trained `studykit.autoencoder.AutoEncoder` (``autoencoder_run(...)[0]``).
+        classifier: the model whose loss the shift raises (eval mode).
+        dataset: its first ``n_images`` test images.
+    """
+    from studykit.autoencoder import shift_images
+
+    eps_values = [float(e) for e in eps_values]
+    if max_steps < 1 or not eps_values or min(eps_values) <= 0:
+        raise ValueError(f"need max_steps >= 1 and positive eps_values, got {max_steps!r}, "
+                         f"{eps_values!r}")
+    n = min(n_images, dataset.x_test.shape[0])
+    device = next(classifier.parameters()).device
+    x = _float_images(dataset.x_test[:n]).to(device)
+    y = dataset.y_test[:n].to(device)
+    done: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def at(steps: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = (steps, eps if steps else 0.0)  # m = 0: the plain reconstruction, any eps
+        if key not in done:
+            xs = shift_images(ae, classifier, x, y, steps=steps, step_size=step_size, eps=eps)
+            pred, conf = _predict(classifier, xs)
+            done[key] = (xs.detach().cpu(), pred, conf)
+        return done[key]
+
+    pred_x, conf_x = _predict(classifier, x)
+
+    def compute(v: dict[str, Any]) -> View:
+        i, m, eps = v["image"], v["steps"], v["eps"]
+        rec, p_rec, c_rec = at(0, eps)
+        sh, p_sh, c_sh = at(m, eps)
+        rows = [("original", pred_x, conf_x), ("reconstruction (m=0)", p_rec, c_rec),
+                (f"shifted (m={m}, eps={eps:g})", p_sh, c_sh)]
+        table = pd.DataFrame([
+            {"image": k, "right": bool(p[i].cpu() == y[i].cpu()),
+             "prediction": f"{_class_name(dataset.classes, int(p[i]))} ({100 * float(c[i]):.0f}%)"}
+            for k, p, c in rows])
+        acc = 100 * float((p_sh.cpu() == y.cpu()).float().mean())
+        return View([("original", x[i].cpu()), ("reconstruction (m=0)", rec[i]),
+                     (f"AdvBN m={m}, eps={eps:g}", sh[i])], table.set_index("image"),
+                    f"label: {_class_name(dataset.classes, int(y[i]))}; accuracy on the {n} "
+                    f"shifted images: {acc:.0f}%")
+
+    controls = {
+        "image": W.IntSlider(value=0, min=0, max=n - 1, description="image"),
+        "steps": W.IntSlider(value=min(2, max_steps), min=0, max=max_steps, description="steps m"),
+        "eps": W.SelectionSlider(options=eps_values,
+                                 value=min(eps_values, key=lambda e: abs(e - 1.1)),
+                                 description="eps"),
+    }
+    return Explorer("AdvBN strength: feature statistics shifted, then decoded", controls, compute)
+
+
 def _run_label(row: Mapping[str, Any]) -> str:
     """``method(option=value, ...)`` with the options that differ from the method's defaults."""
     try:
@@ -512,5 +575,5 @@ def results_browser(root: str | Path | None = None, *, metrics: Sequence[str] = 
     return Explorer("Results browser: stored runs and their metrics", controls, compute)
 
 
-__all__ = ["Explorer", "View", "ada_explorer", "corruption_explorer", "mixing_explorer",
-           "render_static", "results_browser"]
+__all__ = ["Explorer", "View", "ada_explorer", "advbn_explorer", "corruption_explorer",
+           "mixing_explorer", "render_static", "results_browser"]

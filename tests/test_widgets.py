@@ -159,3 +159,23 @@ def test_ada_explorer_follows_the_radius_and_larger_radii_lower_ssim(tiny):
     assert _shown(ex)[0][0] != large[0][0]
     with pytest.raises(ValueError, match="radii"):
         widgets.ada_explorer(model, ds, net, radii=(0.0,))
+
+
+def test_advbn_explorer_follows_steps_and_eps(tiny):
+    from studykit.advbn import cut_stage
+    from studykit.autoencoder import AutoEncoder
+
+    ds, model = tiny
+    torch.manual_seed(0)
+    ae = AutoEncoder(model, cut_stage(model, 2), width=8).eval()
+    ex = widgets.advbn_explorer(ae, model, ds, max_steps=3, eps_values=(0.5, 1.1), n_images=4)
+    ex.controls["steps"].value = 0
+    zero = _shown(ex)
+    assert zero[0][1] == zero[0][2]  # m = 0: the shifted image is the reconstruction
+    ex.controls["steps"].value = 3
+    three = _shown(ex)
+    assert three[0][2] != zero[0][2] and three[0][1] == zero[0][1]
+    ex.controls["eps"].value = 0.5
+    assert _shown(ex)[0][2] != three[0][2]
+    with pytest.raises(ValueError, match="max_steps"):
+        widgets.advbn_explorer(ae, model, ds, max_steps=0)
