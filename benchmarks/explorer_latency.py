@@ -34,7 +34,9 @@ def _sweep(ex: widgets.Explorer, name: str, values: list) -> tuple[float, float,
     first = [_time(lambda v=v: setattr(w, "value", v)) for v in values]
     again = [_time(lambda v=v: setattr(w, "value", v)) for v in values]
     worst = max(range(len(values)), key=first.__getitem__)
-    return statistics.median(first), first[worst], str(values[worst]), statistics.median(again)
+    at = values[worst]
+    return (statistics.median(first), first[worst], f"{at:g}" if isinstance(at, float) else str(at),
+            statistics.median(again))
 
 
 def main() -> None:

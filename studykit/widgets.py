@@ -198,16 +198,19 @@ def _class_name(classes: Sequence[str], k: int) -> str:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted class, softmax confidence) per image, in eval mode, mode restored."""
+def _eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of ``x`` in eval mode, the model's mode restored."""
     was = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        probs = F.softmax(model(x.to(device)).float(), dim=1).cpu()
+        return model(x.to(next(model.parameters()).device)).float()
     finally:
         model.train(was)
-    conf, pred = probs.max(1)
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, softmax confidence) per image, in eval mode, mode restored."""
+    conf, pred = F.softmax(_eval_logits(model, x), dim=1).cpu().max(1)
     return pred, conf
 
 
@@ -297,42 +300,33 @@ def mixing_explorer(model: nn.Module, dataset: ImageDataset, *, n_images: int = 
     g = torch.Generator().manual_seed(seed)
     params = sample_augmix_params(n, width=width, severity=severity, generator=g)
     chains = augmix_chains(x, params.to(device))
-    was = model.training
-    model.eval()
-    try:
-        search = augmax_search(model, x, y, chains, steps=steps, step_size=step_size,
-                               early_stop=None, generator=g)
-    finally:
-        model.train(was)
+    # eval mode and fp32 inside the search (studykit.attacks.attack_mode)
+    search = augmax_search(model, x, y, chains, steps=steps, step_size=step_size,
+                           early_stop=None, generator=g)
     w_max = F.softmax(search.p, dim=1).detach()
     m_max = search.m.detach()
 
-    @torch.no_grad()
-    def loss_at(i: int, m: float | torch.Tensor, w: torch.Tensor) -> tuple[float, int, float]:
+    def row(label: str, i: int, m: float, w: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """The table row of one mixing setting of image i, and its mixed image."""
         xm = mix(x[i:i + 1], chains[:, i:i + 1], w.reshape(1, -1).to(x), m)
-        was_ = model.training
-        model.eval()
-        try:
-            logits = model(xm).float()
-        finally:
-            model.train(was_)
+        logits = _eval_logits(model, xm)
         prob = F.softmax(logits, 1)[0]
-        return float(F.cross_entropy(logits, y[i:i + 1])), int(prob.argmax()), float(prob.max())
+        return {"setting": label, "m": m, "w": " ".join(f"{float(a):.2f}" for a in w),
+                "loss": float(F.cross_entropy(logits, y[i:i + 1])),
+                "prediction": f"{_class_name(dataset.classes, int(prob.argmax()))} "
+                              f"({100 * float(prob.max()):.0f}%)"}, xm[0]
+
+    fixed: dict[int, list[dict]] = {}  # per image: the AugMix draw's and AugMax's rows
 
     def compute(v: dict[str, Any]) -> View:
         i = v["image"]
         w = torch.tensor([v[f"w{k + 1}"] for k in range(width)], dtype=torch.float32)
         w = w / w.sum() if float(w.sum()) > 0 else torch.full((width,), 1.0 / width)
-        settings = {"sliders": (v["m"], w), "AugMix draw": (float(params.m[i]), params.w[i]),
-                    "AugMax search": (float(m_max[i]), w_max[i].cpu())}
-        rows = []
-        for label, (m, ww) in settings.items():
-            loss, pred, conf = loss_at(i, float(m), ww)
-            rows.append({"setting": label, "m": float(m),
-                         "w": " ".join(f"{float(a):.2f}" for a in ww),
-                         "loss": loss, "prediction": f"{_class_name(dataset.classes, pred)} "
-                                                     f"({100 * conf:.0f}%)"})
-        xm = mix(x[i:i + 1], chains[:, i:i + 1], w.reshape(1, -1).to(x), float(v["m"]))[0]
+        if i not in fixed:
+            fixed[i] = [row("AugMix draw", i, float(params.m[i]), params.w[i])[0],
+                        row("AugMax search", i, float(m_max[i]), w_max[i].cpu())[0]]
+        slider_row, xm = row("sliders", i, float(v["m"]), w)
+        rows = [slider_row, *fixed[i]]
         panels = [("clean", x[i].cpu())]
         panels += [(f"chain {k + 1}", chains[k, i].float().cpu()) for k in range(width)]
         panels.append((f"mixed (m={v['m']:.2f})", xm.detach().cpu()))
@@ -396,14 +390,9 @@ def ada_explorer(classifier: nn.Module, dataset: ImageDataset, net: nn.Module, *
             ada = create_method("ada", nu=nu, steps=steps, ssim_threshold=ssim_threshold)
             ada.seed(seed)
             ada.attach(net)
-            was = classifier.training
-            classifier.eval()
-            try:
-                x_hat, x_guard, _ = ada.corrupt(classifier, x, y, ada.rng(device))
-                with torch.no_grad():
-                    pred_hat, conf_hat = _predict(classifier, x_hat)
-            finally:
-                classifier.train(was)
+            # the search attacks in eval mode (studykit.attacks.attack_mode), mode restored
+            x_hat, x_guard, _ = ada.corrupt(classifier, x, y, ada.rng(device))
+            pred_hat, conf_hat = _predict(classifier, x_hat)
             done[nu] = (x_hat.detach(), x_guard.detach(), ssim(x, x_hat), ssim(x, x_guard),
                         pred_hat, conf_hat)
         return done[nu]
