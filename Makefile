@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/frost_statistics.py
 	$(PY) benchmarks/explorer_latency.py
+	$(PY) benchmarks/eval_throughput.py
 
 # One short session on one CUDA device (under 5 minutes): the gpu-marked tests, then the
 # per-method training throughput table, printed even when tests fail; the exit status is the
