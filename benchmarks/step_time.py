@@ -22,11 +22,12 @@ the count is an upper bound):
   maxup:   m forwards of the copies without gradient (1 unit each; a low-resolution copy of
            side r costs (r / 32)^2 of that) + 1 forward/backward           -> 1 + m / 3
            (low-res 16: 1 + m / 12)
-  deepaugment: clean + corrupted batch forward/backward                     -> 2
-  ada:     steps classifier forward + input-backward, + clean + AdA forward/backward
-                                                                            -> steps + 2
-           (ada and deepaugment: without the corruption network's own forward/backward,
-           which has per-example weights and is reported as the difference)
+  deepaugment: one forward/backward of the batch, half of it corrupted       -> 1
+  ada:     steps classifier forward + input-backward, + the AdA batch forward/backward
+                                                                            -> steps + 1
+           (ada and deepaugment: + 1 with ``clean=True``, which adds the clean batch; without
+           the corruption network's own forward/backward, which has per-example weights and
+           is reported as the difference)
   advbn:   m steps forward + input-backward through the head (the layers after the cut), then
            the head forward/backward on the shifted and on the clean features, and one encoder
            forward without gradient                                          -> <= m + 2
@@ -59,6 +60,7 @@ from studykit.models import create_model
 from studykit.profiles import method_overrides
 from studykit.ssim_guard import ssim_guard
 from studykit.synthetic import make_synthetic
+from studykit.train import use_channels_last
 
 
 def pass_count(name: str, method, metrics: dict) -> float | None:
@@ -77,8 +79,10 @@ def pass_count(name: str, method, metrics: dict) -> float | None:
         side = method.config.low_res or 32
         return 1.0 + method.config.m / 3 * min(1.0, (side / 32) ** 2)
     if name == "deepaugment":
-        return 2.0
-    if name in ("ada", "advbn"):
+        return 1.0 + method.config.clean
+    if name == "ada":
+        return method.config.steps + 1.0 + method.config.clean
+    if name == "advbn":
         return method.config.steps + 2.0
     return None
 
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net-channels", type=int, default=None)
     p.add_argument("--net-blocks", type=int, default=None)
     p.add_argument("--net-steps", type=int, default=100)
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="memory format of the models and batch (auto: as training uses it)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -153,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
     with torch.no_grad():
         clean_acc = float((trained.eval()(x).argmax(1) == y).float().mean()) * 100
+    channels_last = {"on": True, "off": False}.get(args.channels_last)
+    if channels_last is None:
+        channels_last = use_channels_last(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     setups = {}
     nets = {}
     for spec in args.methods:
@@ -166,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             method.attach(nets[shape])
         model = copy.deepcopy(trained)
         model = method.prepare_model(model).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         setups[spec] = (method, model.train(), opt)
     times = {name: 0.0 for name in setups}
@@ -187,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     metric_sums[name][k] = metric_sums[name].get(k, 0.0) + float(v)
     base = times.get("standard")
     print(f"clean accuracy of the pre-trained model on the batch: {clean_acc:.0f}%; "
-          f"method options of profile {args.profile!r}")
+          f"method options of profile {args.profile!r}; channels_last {channels_last}")
     print(f"| method | ms/step ({args.arch}, batch {args.batch_size}, {args.device}) | "
           "ratio to standard | pass count |")
     print("|---|---|---|---|")

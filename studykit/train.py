@@ -86,6 +86,11 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
+def use_channels_last(device: torch.device | str) -> bool:
+    """The memory format training uses when ``TrainConfig.channels_last`` is None."""
+    return torch.device(device).type == "cuda"
+
+
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Learning rate at global iteration ``step`` (0-based)."""
     epoch_f = step / max(steps_per_epoch, 1)
@@ -186,7 +191,8 @@ def fit(
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     amp = cfg.amp if cfg.amp is not None else on_cuda
-    channels_last = cfg.channels_last if cfg.channels_last is not None else on_cuda
+    channels_last = (cfg.channels_last if cfg.channels_last is not None
+                     else use_channels_last(device))
 
     model = method.prepare_model(model).to(device)
     if channels_last:
