@@ -196,22 +196,60 @@ def test_quadratic_root_is_the_one_in_the_unit_interval_closest_to_one():
     assert torch.isnan(r[3])
 
 
-@pytest.mark.parametrize("name", ["ada", "deepaugment"])
-def test_training_batch_is_clean_plus_corrupted(name, trained):
-    model, x, y = trained
-    m = methods.create_method(name, **({"steps": 2} if name == "ada" else {}))
-    m.attach(_net(channels=8, blocks=1))
+def _training_batch(method, model, x, y):
+    """The images of the training forward of one ``training_step`` and its output."""
     seen = []
-    handle = model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape[0]))
+    handle = model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].detach()))
     try:
         model.train()
-        out = m.training_step(model, x[:8], y[:8])
+        out = method.training_step(model, x, y)
     finally:
         handle.remove()
         model.eval()
-    assert seen[-1] == 16 and out.logits.shape[0] == 8
+    return seen[-1], out
+
+
+def _unchanged(batch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (batch - x).flatten(1).abs().amax(1) == 0
+
+
+@pytest.mark.parametrize("name", ["ada", "deepaugment"])
+def test_training_batch_follows_the_papers_pipeline(name, trained):
+    """AdA corrupts every image (Eq. 3); DeepAugment draws each from the clean or the
+    processed set (half corrupted on average), and only those go through the network."""
+    model, x, y = trained
+    m = methods.create_method(name, **({"steps": 2} if name == "ada" else {}))
+    m.seed(0)
+    m.attach(_net(channels=8, blocks=1))
+    net_inputs = []
+    hook = m.net.register_forward_pre_hook(lambda mod, inp: net_inputs.append(inp[0].shape[0]))
+    try:
+        batch, out = _training_batch(m, model, x, y)
+    finally:
+        hook.remove()
+    assert batch.shape == x.shape and out.logits.shape[0] == x.shape[0]
+    clean = _unchanged(batch, x)
+    if name == "ada":
+        assert not clean.any()
+        assert "start_ce" in out.metrics
+    else:
+        # 64 Bernoulli(0.5) draws: outside [16, 48] with probability below 1e-4.
+        assert 16 <= int(clean.sum()) <= 48
+        assert set(net_inputs) == {int((~clean).sum())}
+        assert float(out.metrics["corrupted_frac"]) == pytest.approx(float((~clean).float().mean()))
     assert 0 <= float(out.metrics["guard_frac"]) <= 1
-    assert ("start_ce" in out.metrics) == (name == "ada")
+
+
+@pytest.mark.parametrize("options", [{"clean": True, "clean_share": 0.0}, {"clean": True}])
+def test_clean_option_adds_the_whole_clean_batch(options, trained):
+    model, x, y = trained
+    m = methods.create_method("deepaugment", **options)
+    m.seed(1)
+    m.attach(_net(channels=8, blocks=1))
+    batch, out = _training_batch(m, model, x[:8], y[:8])
+    assert batch.shape[0] == 16 and out.logits.shape[0] == 8
+    assert _unchanged(batch[:8], x[:8]).all()
+    assert (~_unchanged(batch[8:], x[:8])).any()
 
 
 def test_method_without_corruption_net_says_how_to_get_one(trained):

@@ -7,8 +7,8 @@ perturbed adversarially, per example,
 The inner maximization (``studykit.weight_perturbation.ada_search``): random start inside every
 block's ball, ``steps`` iterated-FGSM steps of ``step_fraction`` of the median block radius,
 projection per block, in eval mode and fp32. Then the SSIM guard (``studykit.ssim_guard``,
-Appendix G) and the batch of ``methods.perturbed_net`` (clean + AdA by default; AugMix last with
-``augmix="jsd"`` or ``"plain"``: AdA+AugMix is this method with that option).
+Appendix G) and the batch of ``methods.perturbed_net`` (every image corrupted, Eq. 3; AugMix
+last with ``augmix="jsd"`` or ``"plain"``: AdA+AugMix is this method with that option).
 
 The paper's attack settings are the defaults: nu = 0.015, 10 steps, step 1/4 of the median
 radius, t = 0.3.

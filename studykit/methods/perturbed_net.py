@@ -2,7 +2,17 @@
 per example, the SSIM guard, and how the corrupted images join the training batch.
 
     beta ~ U(balls), [AdA: beta <- FGSM search],  x_hat = guard(x, c_{phi+beta}(x))
-    batch = [x, x_hat] (``clean``) or x_hat;  [AugMix last: one view, or JSD over 3 views]
+    batch = x_hat, each image left clean with probability ``clean_share``
+            ([x, x_hat] with ``clean``);  [AugMix last: one view, or JSD over 3 views]
+
+Which images are corrupted follows the paper's pipeline (Appendix A: "we first draw random
+samples either from the clean training dataset, or from the DeepAugment-processed training set
+if DeepAugment is used ... If AdA is used, we apply the method now in the pipeline"): AdA
+corrupts every image, as Eq. 3 minimizes the loss on c_{phi+beta}(x) alone (``clean_share``
+0); DeepAugment draws each image from the union of the clean and the processed set
+(``clean_share`` 0.5 in ``methods.deepaugment``). Only the images drawn for corruption go through
+the network and the guard. ``clean=True`` trains on the whole clean batch besides the corrupted
+one (twice the images per step), a reading of "clean + AdA" the paper's text does not support.
 
 The corruption network comes from the run store (``studykit.corruption_nets``):
 ``run_experiment`` calls ``setup`` with the training data before training, which loads the
@@ -45,16 +55,18 @@ class PerturbedNetConfig(MethodConfig):
     """Options shared by AdA and DeepAugment (paper values where the paper has them).
 
     ``nu``: relative radius of every parameter block's ball (paper 0.015). ``ssim_threshold``:
-    the guard's t (paper 0.3; 0 turns it off). ``clean``: train on the clean batch and the
-    corrupted one together (the issue's reading of the paper's pipeline) instead of the
-    corrupted one alone (the paper's Eq. 3). ``net_*``: the corruption network (the paper's
-    EDSR-baseline: 64 channels, 16 blocks) and its pretraining, which the paper does not do
-    (it downloads EDSR): the kit's choices, see ``studykit.corruption_nets``.
+    the guard's t (paper 0.3; 0 turns it off). ``clean_share``: probability that an image of
+    the batch stays clean (AdA: 0, Eq. 3; DeepAugment: 0.5, a draw from the union of the clean
+    and the processed training set). ``clean``: also train on the whole clean batch (2N images
+    per step; off: the paper's pipeline has no such step). ``net_*``: the corruption network
+    (the paper's EDSR-baseline: 64 channels, 16 blocks) and its pretraining, which the paper
+    does not do (it downloads EDSR): the kit's choices, see ``studykit.corruption_nets``.
     """
 
     nu: float = 0.015
     ssim_threshold: float = 0.3
-    clean: bool = True
+    clean_share: float = 0.0
+    clean: bool = False
     augmix: str = "none"
     jsd_lambda: float = 12.0
     net_channels: int = 64
@@ -64,7 +76,8 @@ class PerturbedNetConfig(MethodConfig):
     net_batch_size: int = 128
 
     RANGES: ClassVar[dict[str, Any]] = {
-        "nu": POSITIVE, "ssim_threshold": FRACTION, "net_channels": AT_LEAST_1,
+        "nu": POSITIVE, "ssim_threshold": FRACTION, "clean_share": FRACTION,
+        "net_channels": AT_LEAST_1,
         "net_epochs": AT_LEAST_1, "net_lr": POSITIVE, "net_batch_size": AT_LEAST_1}
     CHOICES: ClassVar[dict[str, tuple]] = {"augmix": AUGMIX_STAGES}
 
@@ -128,12 +141,40 @@ class PerturbedNetMethod(Method):
             metrics["start_ce"] = start_ce.mean()
         return x_hat, x_guarded, metrics
 
+    def corrupt_share(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch with every image corrupted (guarded) except a random ``clean_share`` of
+        them (only the corrupted ones go through the network), which images were corrupted,
+        and step metrics.
+
+        Shape:
+            - x: (N, 3, H, W); y: (N,)
+            - output: (N, 3, H, W), (N,) bool
+        """
+        share = self.config.clean_share
+        if share <= 0:
+            _, x_aug, metrics = self.corrupt(model, x, y, generator)
+            metrics["corrupted_frac"] = torch.ones((), device=x.device)
+            return x_aug.to(x.dtype), torch.ones_like(y, dtype=torch.bool), metrics
+        pick = torch.rand(x.shape[0], generator=generator, device=generator.device
+                          if generator is not None else x.device).to(x.device) >= share
+        out = x.clone()
+        metrics = {"guard_frac": torch.zeros((), device=x.device)}
+        if pick.any():
+            _, x_aug, part = self.corrupt(model, x[pick], y[pick], generator)
+            out[pick] = x_aug.to(x.dtype)
+            # The guard's and the search's metrics are over the corrupted images only.
+            metrics.update(part)
+        metrics["corrupted_frac"] = pick.float().mean()
+        return out, pick, metrics
+
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config
         g = self.rng(x.device)
         n = x.shape[0]
-        _, x_aug, metrics = self.corrupt(model, x, y, g)
-        xb, yb = (torch.cat([x, x_aug.to(x.dtype)]), y.repeat(2)) if c.clean else (x_aug, y)
+        x_aug, picked, metrics = self.corrupt_share(model, x, y, g)
+        xb, yb = (torch.cat([x, x_aug]), y.repeat(2)) if c.clean else (x_aug, y)
         if c.augmix == "plain":
             xb = augmix(xb, generator=g)
         if c.augmix == "jsd":
@@ -145,7 +186,9 @@ class PerturbedNetMethod(Method):
             logits_b = model(xb)
             jsd = 0.0
         ce = F.cross_entropy(logits_b, yb)
-        aug_logits = logits_b[n:] if c.clean else logits_b
-        metrics["aug_acc"] = (aug_logits.detach().argmax(1) == y).float().mean() * 100
+        # Accuracy on the corrupted images of the batch (all of them for AdA).
+        aug_logits = logits_b[n:] if c.clean else logits_b[:n]
+        hits = (aug_logits.detach().argmax(1) == y) & picked
+        metrics["aug_acc"] = hits.sum() / picked.sum().clamp_min(1) * 100
         metrics["ce"] = ce.detach()
         return StepOutput(loss=ce + c.jsd_lambda * jsd, logits=logits_b[:n], metrics=metrics)
