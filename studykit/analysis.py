@@ -89,7 +89,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _as_float_images(x: torch.Tensor) -> torch.Tensor:
+def as_float_images(x: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [0, 1]; float images unchanged."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
@@ -104,7 +104,7 @@ def _batches(x: torch.Tensor, batch_size: int, device: torch.device) -> Iterator
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     for start in range(0, x.shape[0], batch_size):
-        yield _as_float_images(x[start : start + batch_size].to(device))
+        yield as_float_images(x[start : start + batch_size].to(device))
 
 
 def _to_numpy_2d(features: torch.Tensor | np.ndarray, name: str = "features") -> np.ndarray:
@@ -679,7 +679,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11) -> torch.Tenso
     """
     from kornia.metrics import ssim as kornia_ssim
 
-    x, y = _as_float_images(x), _as_float_images(y)
+    x, y = as_float_images(x), as_float_images(y)
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(
             f"x and y must be (N, C, H, W) of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from studykit.analysis import as_float_images, ssim
 from studykit.rng import derive_seed
 from studykit.runs import Run, write_csv_atomic
 
@@ -144,20 +145,14 @@ class PretrainedNet:
     trained: bool
 
 
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
-
-
 @torch.no_grad()
 def reconstruction_quality(net: nn.Module, x: torch.Tensor, batch_size: int = 500
                            ) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM of ``net``'s outputs against its inputs ``x`` (uint8 or [0, 1])."""
-    from studykit.analysis import ssim
-
     device = next(net.parameters()).device
     p, s = [], []
     for i in range(0, x.shape[0], batch_size):
-        xb = _as_float(x[i:i + batch_size]).to(device)
+        xb = as_float_images(x[i:i + batch_size]).float().to(device)
         out = net(xb)
         p.append(psnr(out, xb))
         s.append(ssim(out, xb))
@@ -225,7 +220,7 @@ def pretrain_corruption_net(
             t0, total = time.perf_counter(), 0.0
             for i in range(0, x_train.shape[0], batch_size):
                 idx = order[i:i + batch_size]
-                xb = _as_float(x_train[idx]).to(device)
+                xb = as_float_images(x_train[idx]).float().to(device)
                 xb = torch.where(flips[idx].to(device)[:, None, None, None], xb.flip(-1), xb)
                 loss = F.l1_loss(net(xb), xb)
                 opt.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.analysis import _as_float_images, _model_device, penultimate
+from studykit.analysis import _model_device, as_float_images, penultimate
 from studykit.attacks import pgd
 from studykit.augmax_search import augmax_search
 from studykit.augmentations import augmix, augmix_chains, sample_augmix_params
@@ -48,7 +48,7 @@ def augmentation_views(
         - x: (N, 3, H, W) uint8 or float in [0, 1]; each output: (N, 3, H, W) float in [0, 1].
     """
     device = _model_device(model)
-    xf = _as_float_images(x).to(device)
+    xf = as_float_images(x).to(device)
     y = y.to(device)
     g = torch.Generator().manual_seed(seed)
     base = random_crop_flip(xf, generator=g)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from studykit.analysis import as_float_images, ssim
 from studykit.augmax_search import augmax_search
 from studykit.augmentations import augmix_chains, mix, sample_augmix_params
 from studykit.corruptions import corrupt, list_corruptions
@@ -189,10 +190,6 @@ class Explorer:
         return data
 
 
-def _float_images(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255) if x.dtype == torch.uint8 else x.float()
-
-
 def _class_name(classes: Sequence[str], k: int) -> str:
     return classes[k] if k < len(classes) else str(k)
 
@@ -235,7 +232,7 @@ def corruption_explorer(dataset: ImageDataset, models: Mapping[str, nn.Module] |
     n = min(n_images, dataset.x_test.shape[0])
     if n < 1:
         raise ValueError(f"n_images must be >= 1 and the test set non-empty, got {n_images!r}")
-    x = _float_images(dataset.x_test[:n])
+    x = as_float_images(dataset.x_test[:n])
     y = dataset.y_test[:n]
     models = dict(models or {})
     corrupted: dict[tuple[str, int], torch.Tensor] = {}
@@ -295,7 +292,7 @@ def mixing_explorer(model: nn.Module, dataset: ImageDataset, *, n_images: int = 
     if n < 1 or width < 1:
         raise ValueError(f"need n_images >= 1 and width >= 1, got {n_images!r}, {width!r}")
     device = next(model.parameters()).device
-    x = _float_images(dataset.x_test[:n]).to(device)
+    x = as_float_images(dataset.x_test[:n]).to(device)
     y = dataset.y_test[:n].to(device)
     g = torch.Generator().manual_seed(seed)
     params = sample_augmix_params(n, width=width, severity=severity, generator=g)
@@ -373,7 +370,6 @@ def ada_explorer(classifier: nn.Module, dataset: ImageDataset, net: nn.Module, *
         net: a pretrained `studykit.corruption_nets.CorruptionNet` (e.g. ``method.net`` of an
             AdA run, or ``pretrain_corruption_net(...).net``).
     """
-    from studykit.analysis import ssim
     from studykit.methods import create_method
 
     radii = [float(r) for r in radii]
@@ -381,7 +377,7 @@ def ada_explorer(classifier: nn.Module, dataset: ImageDataset, net: nn.Module, *
         raise ValueError(f"radii must be positive numbers, got {radii!r}")
     n = min(n_images, dataset.x_test.shape[0])
     device = next(classifier.parameters()).device
-    x = _float_images(dataset.x_test[:n]).to(device)
+    x = as_float_images(dataset.x_test[:n]).to(device)
     y = dataset.y_test[:n].to(device)
     done: dict[float, tuple[torch.Tensor, ...]] = {}
 
@@ -451,7 +447,7 @@ def advbn_explorer(ae: nn.Module, classifier: nn.Module, dataset: ImageDataset, 
                          f"{eps_values!r}")
     n = min(n_images, dataset.x_test.shape[0])
     device = next(classifier.parameters()).device
-    x = _float_images(dataset.x_test[:n]).to(device)
+    x = as_float_images(dataset.x_test[:n]).to(device)
     y = dataset.y_test[:n].to(device)
     done: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit_batch
 from scipy import ndimage
 
 from studykit import methods
@@ -78,18 +79,20 @@ def trained():
     model = create_model("small_cnn", 4, width=8)
     x = _smooth_images(64, seed=2)
     y = torch.arange(64) % 4
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(30):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), x, y
+    return fit_batch(model, x, y, steps=30), x, y
 
 
 def _net(seed: int = 0, channels: int = 8, blocks: int = 2) -> CorruptionNet:
     torch.manual_seed(seed)
     return CorruptionNet(channels, blocks).eval().requires_grad_(False)
+
+
+def _random_start(nu: float, n: int):
+    """A fresh net, its parameters, their radii at ``nu`` and a seeded start for ``n`` images."""
+    net = _net()
+    phi = base_params(net)
+    radii = block_radii(phi, nu)
+    return net, phi, radii, sample_in_balls(phi, radii, n, torch.Generator().manual_seed(0))
 
 
 def test_batched_per_example_forward_equals_a_loop_over_images():
@@ -109,11 +112,8 @@ def test_batched_per_example_forward_equals_a_loop_over_images():
 
 def test_batched_search_equals_a_search_per_image(trained):
     model, x, y = trained
-    net = _net()
-    phi = base_params(net)
-    radii = block_radii(phi, 0.02)
     x, y = x[:4], y[:4]
-    beta0 = sample_in_balls(phi, radii, 4, torch.Generator().manual_seed(0))
+    net, phi, radii, beta0 = _random_start(0.02, 4)
     batched, _ = ada_search(net, phi, model, x, y, beta0, radii, steps=3)
     for i in range(4):
         one, _ = ada_search(net, phi, model, x[i:i + 1], y[i:i + 1],
@@ -124,10 +124,7 @@ def test_batched_search_equals_a_search_per_image(trained):
 
 def test_every_block_stays_in_its_ball_after_every_step(trained):
     model, x, y = trained
-    net = _net()
-    phi = base_params(net)
-    radii = block_radii(phi, 0.015)
-    beta0 = sample_in_balls(phi, radii, 16, torch.Generator().manual_seed(0))
+    net, phi, radii, beta0 = _random_start(0.015, 16)
     for k, b in beta0.items():  # the random start is inside, and not at the centre
         norms = b.flatten(1).norm(dim=1)
         assert (norms <= radii[k] * (1 + 1e-5)).all() and (norms > 0).all(), k
@@ -149,10 +146,7 @@ def test_every_block_stays_in_its_ball_after_every_step(trained):
 
 def test_inner_loop_raises_the_loss_over_its_random_start(trained):
     model, x, y = trained
-    net = _net()
-    phi = base_params(net)
-    radii = block_radii(phi, 0.015)
-    beta0 = sample_in_balls(phi, radii, 32, torch.Generator().manual_seed(0))
+    net, phi, radii, beta0 = _random_start(0.015, 32)
     start = corruption_loss(net, phi, model, x[:32], y[:32], beta0)
     beta, start_reported = ada_search(net, phi, model, x[:32], y[:32], beta0, radii, steps=10)
     end = corruption_loss(net, phi, model, x[:32], y[:32], beta)

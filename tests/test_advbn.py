@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit_batch
 
 from studykit import advbn, divergence
 from studykit.autoencoder import AutoEncoder, shift_images, train_decoder
@@ -30,13 +31,7 @@ def trained():
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, width=8)
     x, y = _batch(64, seed=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(25):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit_batch(model, x, y, steps=25)
 
 
 def _fresh_copy(model):

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit_batch
 
 from studykit import methods
 from studykit.augmentations import augmix_chains, mix, sample_augmix_params
@@ -41,14 +42,8 @@ def trained():
     """A small CNN trained to (near) zero error on the toy problem."""
     torch.manual_seed(0)
     model = create_model("small_cnn", 4, width=8)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = _toy_batch(128, seed=1)
-    for _ in range(60):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit_batch(model, x, y, steps=60)
 
 
 def with_corruption_net(m: methods.Method) -> methods.Method:
