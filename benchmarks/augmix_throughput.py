@@ -4,7 +4,7 @@ Both produce what AugMix's JSD training consumes per image: the clean image and 
 views (width 3, depth 1-3, severity 3, Dirichlet(1)/Beta(1) mixing), after a random crop
 (4-pixel zero padding) and a horizontal flip.
 
-* ours: ``studykit.augmentations`` on whole batches on one device (uint8 data already there);
+* ours: ``studykit.augment`` on whole batches on one device (uint8 data already there);
   ``--breakdown`` adds the time per stage (sampling, crop/flip, each op group, mixing).
 * PIL reference: a ``torch.utils.data.Dataset`` whose ``__getitem__`` does per-image PIL work as
   the AugMix reference ``cifar.py`` does (``RandomHorizontalFlip``, ``RandomCrop(32, padding=4)``,
@@ -52,7 +52,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
-from studykit.augmentations import augmix_chains, mix, sample_augmix_params  # noqa: E402
+from studykit.augment import augmix_chains, mix, sample_augmix_params  # noqa: E402
 
 logger = logging.getLogger("augmix_throughput")
 

@@ -1,9 +1,9 @@
 """Statistics of the frost layer's crops: synthesized texture and, if installed, photographs.
 
-Draws ``--n-crops`` frost crops (32x32 by default) from ``studykit.frost`` with a seeded CPU
+Draws ``--n-crops`` frost crops (32x32) from ``studykit.corruptions.frost`` with a seeded CPU
 generator and prints a Markdown table of the pooled mean, the std of the per-crop mean, the mean
 pixel std inside a crop and the per-channel means, overall and per photo style (synthesized) or
-per photograph (when the five reference files are in ``studykit.frost.frost_dir()`` or
+per photograph (when the five reference files are in ``studykit.corruptions.frost.frost_dir()`` or
 ``--folder``), next to the reference photographs' numbers from CORRUPTIONS.md.
 
     python benchmarks/frost_statistics.py --n-crops 2000 --seed 0
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from studykit.frost import (
+from studykit.corruptions.frost import (
     FROST_PHOTOGRAPHS,
     FROST_STYLES,
     find_frost_photographs,

@@ -36,9 +36,9 @@ import pandas as pd
 import torch
 
 from studykit import profiles, viz
+from studykit.data.synthetic import GENERATOR_VERSION
 from studykit.experiment import run_experiment
 from studykit.paths import project_root
-from studykit.synthetic import GENERATOR_VERSION
 
 DEFAULT_REAL = "../shared/data/cifar10_jpeg75_20k.npz"
 TARGET_RHO = 0.7

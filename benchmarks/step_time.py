@@ -54,12 +54,12 @@ import torch
 import torch.nn.functional as F
 
 from studykit.analysis import ssim
-from studykit.corruption_nets import CorruptionNet
+from studykit.data.synthetic import make_synthetic
 from studykit.methods import create_method
 from studykit.models import create_model
+from studykit.nets.corruption_net import CorruptionNet
 from studykit.profiles import method_overrides
 from studykit.ssim_guard import ssim_guard
-from studykit.synthetic import make_synthetic
 from studykit.train import use_channels_last
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import attack_mode
-from studykit.augmentations import mix
+from studykit.augment import mix
 from studykit.rng import device_generator
 
 STOP_RULES = ("paper", "reference")
@@ -74,7 +74,7 @@ def augmax_search(
     Args:
         model: classifier on [0, 1] images, routed by the caller.
         x: clean images. y: labels.
-        chains: ``studykit.augmentations.augmix_chains`` output.
+        chains: ``studykit.augment.augmix_chains`` output.
         steps: ascent steps n. step_size: alpha, on m and p.
         early_stop: k, misclassified steps before a sample stops; None: never stop.
         stop_rule: ``"paper"`` or ``"reference"`` (module docstring).

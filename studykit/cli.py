@@ -146,7 +146,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from studykit.fetch import fetch
+    from studykit.data.fetch import fetch
 
     for name in args.names:
         for path in fetch(name, args.root, progress=not args.quiet):
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "'studykit list params' lists them")
         pt.set_defaults(func=_cmd_train)
 
-    from studykit.fetch import FETCHABLE
+    from studykit.data.fetch import FETCHABLE
 
     pf = sub.add_parser("fetch", help="download a real dataset (checksums verified, resumable)")
     pf.add_argument("names", nargs="+", choices=FETCHABLE, metavar="NAME",

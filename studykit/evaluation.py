@@ -23,17 +23,13 @@ from tqdm.auto import tqdm
 from studykit import attacks
 from studykit.corruptions import BENCHMARK_CORRUPTIONS, list_corruptions
 from studykit.data import ImageDataset, load_corrupted
+from studykit.devices import model_device
 from studykit.paths import data_root
 
 log = logging.getLogger(__name__)
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 # Images per evaluation forward. On 2 CPU cores batches of 256 in channels_last order run the
@@ -57,7 +53,7 @@ def accuracy(
     Shape:
         - x: :math:`(N, 3, H, W)`, y: :math:`(N,)`
     """
-    device = _device_of(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     correct = 0
@@ -221,7 +217,7 @@ def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: i
                      batch_size: int = 500) -> float:
     """Accuracy (%) under the worst-of-k random spatial attack (rotation up to 30 degrees,
     translation up to 3 px; ``attacks.spatial_worst_of_k``), in eval mode."""
-    device = _device_of(model)
+    device = model_device(model)
     g = torch.Generator(device=device).manual_seed(seed)
     correct = 0
     for start in range(0, x.shape[0], batch_size):
@@ -268,7 +264,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     if (attacks is None) != (version != "custom"):
         raise ValueError("AutoAttack: pass attacks=[...] exactly when version='custom' "
                          f"(got version={version!r}, attacks={attacks!r})")
-    device = _device_of(model)
+    device = model_device(model)
     xf = (x.float().div(255) if x.dtype == torch.uint8 else x).to(device)
     yd = y.to(device)
     was_training = model.training

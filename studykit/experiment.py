@@ -478,7 +478,7 @@ def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: b
 def _load_data(train: Mapping[str, Any], runtime: Mapping[str, Any]) -> ImageDataset:
     """The dataset at the configured size; an ``n_train``/``n_test`` larger than a file or
     CIFAR holds is a `ParamError` naming the key and the size available. With ``download``
-    (the paper profile's default) a missing CIFAR set is fetched (``studykit.fetch``)."""
+    (the paper profile's default) a missing CIFAR set is fetched (``studykit.data.fetch``)."""
     name, seed = train["dataset"], train["data_seed"]
     if name == "synthetic":  # generated at exactly the requested size
         return load_dataset(name, data_root(), seed=seed, n_train=train["n_train"],
@@ -488,7 +488,7 @@ def _load_data(train: Mapping[str, Any], runtime: Mapping[str, Any]) -> ImageDat
     except FileNotFoundError:
         if not (runtime["download"] and name in ("cifar10", "cifar100")):
             raise
-        from studykit.fetch import fetch
+        from studykit.data.fetch import fetch
 
         log.info("%s is missing; fetching it (download=True)", name)
         fetch(name, data_root(), progress=runtime["progress"])

@@ -11,7 +11,7 @@ start), then moved by ``steps`` iterated-FGSM steps beta_l <- beta_l + alpha sig
 alpha = 1/4 of the median block radius, each followed by the projection onto every block's ball
 (rescaling a block whose norm exceeds its radius). The loss is summed over the batch, so each
 image's gradient is its own; the whole batch runs as one forward (grouped convolutions in
-``studykit.corruption_nets``), never as a loop over images.
+``studykit.nets.corruption_net``), never as a loop over images.
 
 Where the paper is silent: "randomly within the feasible region" is read as uniform in each
 ball (a Gaussian direction times radius * U^(1/d)); in high dimension that puts nearly all
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import attack_mode
-from studykit.corruption_nets import CorruptionNet, per_example_params
+from studykit.nets.corruption_net import CorruptionNet, per_example_params
 
 Blocks = Mapping[str, torch.Tensor]
 

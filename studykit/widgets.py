@@ -37,7 +37,7 @@ from torch import nn
 
 from studykit.analysis import as_float_images, ssim
 from studykit.augmax_search import augmax_search
-from studykit.augmentations import augmix_chains, mix, sample_augmix_params
+from studykit.augment import augmix_chains, mix, sample_augmix_params
 from studykit.corruptions import corrupt, list_corruptions
 from studykit.data import ImageDataset
 from studykit.methods import method_config_fields
@@ -367,7 +367,7 @@ def ada_explorer(classifier: nn.Module, dataset: ImageDataset, net: nn.Module, *
     Args:
         classifier: the model attacked (eval mode).
         dataset: its first ``n_images`` test images are offered.
-        net: a pretrained `studykit.corruption_nets.CorruptionNet` (e.g. ``method.net`` of an
+        net: a pretrained `studykit.nets.corruption_net.CorruptionNet` (e.g. ``method.net`` of an
             AdA run, or ``pretrain_corruption_net(...).net``).
     """
     from studykit.methods import create_method
@@ -432,14 +432,14 @@ def advbn_explorer(ae: nn.Module, classifier: nn.Module, dataset: ImageDataset, 
     The ``n_images`` first test images are encoded together (AdvBN shifts the batch's
     per-channel statistics), shifted by m sign steps of ``step_size`` within [1 - eps, 1 + eps]
     against ``classifier``'s loss on the decoded images, and decoded
-    (`studykit.autoencoder.shift_images`); each (m, eps) is computed once.
+    (`studykit.nets.autoencoder.shift_images`); each (m, eps) is computed once.
 
     Args:
-        ae: a trained `studykit.autoencoder.AutoEncoder` (``autoencoder_run(...)[0]``).
+        ae: a trained `studykit.nets.autoencoder.AutoEncoder` (``autoencoder_run(...)[0]``).
         classifier: the model whose loss the shift raises (eval mode).
         dataset: its first ``n_images`` test images.
     """
-    from studykit.autoencoder import shift_images
+    from studykit.nets.autoencoder import shift_images
 
     eps_values = [float(e) for e in eps_values]
     if max_steps < 1 or not eps_values or min(eps_values) <= 0:

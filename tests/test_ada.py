@@ -13,13 +13,13 @@ from scipy import ndimage
 
 from studykit import methods
 from studykit.analysis import ssim
-from studykit.corruption_nets import (
+from studykit.models import create_model
+from studykit.nets.corruption_net import (
     CorruptionNet,
     base_params,
     per_example_params,
     pretrain_corruption_net,
 )
-from studykit.models import create_model
 from studykit.ssim_guard import quadratic_root_near_one, ssim_guard
 from studykit.weight_perturbation import (
     ada_search,

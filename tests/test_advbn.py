@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from helpers import fit_batch
 
-from studykit import advbn, divergence
-from studykit.autoencoder import AutoEncoder, shift_images, train_decoder
+from studykit import advbn
+from studykit.analysis import divergence
 from studykit.data import DeviceLoader
+from studykit.data.synthetic import make_synthetic
 from studykit.methods import create_method
 from studykit.models import create_model
+from studykit.nets.autoencoder import AutoEncoder, shift_images, train_decoder
 from studykit.normalization import DualBN, bn_route
-from studykit.synthetic import make_synthetic
 from studykit.train import TrainConfig, fit, load_checkpoint
 
 
@@ -191,14 +192,15 @@ def test_run_experiment_trains_the_missing_base_and_hashes_it(tmp_path):
 def test_divergence_of_a_set_with_itself_is_zero_and_grows_with_a_shift(trained):
     x, _ = _batch(64, seed=5)
     same = divergence.feature_divergence(trained, x, x)
-    assert list(same["layer"]) == list(trained.stages)
+    assert list(same["stage"]) == list(trained.stages)
+    assert list(same["depth"]) == list(range(1, len(trained.stages) + 1))
     assert (same["divergence"].abs() < 1e-8).all()
     values = [divergence.feature_divergence(trained, x, (x * c).clamp(0, 1))["divergence"].mean()
               for c in (0.9, 0.6, 0.3)]
     assert values[0] < values[1] < values[2]
     # Eq. 5 by hand: N(0, 1) and N(1, 1) -> KL 0.5 each way.
     one, zero = torch.ones(3), torch.zeros(3)
-    assert divergence.symmetric_kl(zero, one, one, one) == pytest.approx(1.0)
+    assert float(divergence.symmetric_kl_gaussian(zero, one, one, one).mean()) == pytest.approx(1.0)
 
 
 def test_decoder_learns_resumes_and_advbn_shift_raises_the_classifier_loss(tmp_path, trained):

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from studykit import analysis, hardness
+from studykit import analysis
+from studykit.analysis import hardness
 from studykit.models import create_model
 
 

@@ -1,4 +1,4 @@
-"""Tests for studykit.augmentations: each op's defining property, agreement with PIL (the AugMix
+"""Tests for studykit.augment: each op's defining property, agreement with PIL (the AugMix
 reference's image library), per-sample parameters, replayability, mixing gradients, sampling
 distributions, the dense chains (same levels as the grouped ones, no host synchronization), and
 the MaxUp augmentations (Cutout, CutMix, Gaussian noise)."""
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from studykit import augmentations as A
+from studykit import augment as A
+from studykit.augment import augmix_params
 
 
 @pytest.fixture(autouse=True)
@@ -599,7 +600,7 @@ def test_sampling_reads_nothing_back():
 # The functions a training step runs through on a GPU (dense chains, mixing, sampling).
 SYNC_FREE = [
     A.sample_augmix_params,
-    A._gamma,
+    augmix_params._gamma,
     A.AugMixParams.to,
     A.AugMixParams.magnitudes,
     A.augmix,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studykit import bn_variance, methods
+from studykit import methods
+from studykit.analysis import bn_variance
 from studykit.models import create_model
 from studykit.normalization import DuBIN, bn_running_variance_table
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from studykit import data as sd
-from studykit import synthetic
 from studykit.data import (
     SYNTHETIC_CLASSES,
     CorruptedSet,
@@ -23,7 +22,9 @@ from studykit.data import (
     load_dataset,
     load_npz,
     make_synthetic,
+    synthetic,
 )
+from studykit.models import CIFAR_MEAN
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +177,7 @@ def test_load_dataset_synthetic_caches(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("cache miss")
 
-    from studykit import synthetic_cache
+    from studykit.data import synthetic_cache
 
     monkeypatch.setattr(synthetic_cache, "make_synthetic", fail)
     second = load_dataset("synthetic", tmp_path, seed=2, n_train=60, n_test=20)
@@ -277,7 +278,7 @@ def test_shared_npz(shared_npz):
     assert data.x_train.shape == (20_000, 3, 32, 32) and data.x_test.shape == (10_000, 3, 32, 32)
     assert data.num_classes == 10 and data.classes[0] == "0"
     mean = data.x_train[:2000].float().mean((0, 2, 3)) / 255
-    assert torch.allclose(mean, torch.tensor(sd.CIFAR_MEAN), atol=0.03)
+    assert torch.allclose(mean, torch.tensor(CIFAR_MEAN), atol=0.03)
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from studykit import fetch as fetch_mod
-from studykit.fetch import FetchError, RemoteFile, fetch, file_digest
+from studykit.data import fetch as fetch_mod
+from studykit.data.fetch import FetchError, RemoteFile, fetch, file_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def test_fetch_command_rejects_a_wrong_file_from_a_mirror(tmp_path, server):
 def test_cifar10_1_loader_checks_the_published_checksums(tmp_path):
     import numpy as np
 
-    from studykit.cifar10_1 import cifar10_1_available, load_cifar10_1
+    from studykit.data.cifar10_1 import cifar10_1_available, load_cifar10_1
 
     with pytest.raises(FileNotFoundError, match="studykit fetch cifar10.1"):
         load_cifar10_1(tmp_path)

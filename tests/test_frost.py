@@ -1,4 +1,4 @@
-"""Tests for studykit.frost: the synthesized texture's statistics against the reference
+"""Tests for studykit.corruptions.frost: the synthesized texture's statistics against the reference
 photographs' (CORRUPTIONS.md), reproducibility, and the photograph path on small generated
 files with their checksums patched in (the real photographs are not needed)."""
 
@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from studykit import frost
-from studykit.corruptions import _PARAMS, corrupt
-from studykit.frost import (
+from studykit.corruptions import _PARAMS, corrupt, frost
+from studykit.corruptions.frost import (
     FROST_PHOTOGRAPHS,
     download_frost_photographs,
     find_frost_photographs,

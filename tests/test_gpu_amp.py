@@ -21,8 +21,8 @@ from torch import nn
 
 from studykit import methods
 from studykit.attacks import pgd
-from studykit.corruption_nets import CorruptionNet
 from studykit.models import create_model
+from studykit.nets.corruption_net import CorruptionNet
 
 pytestmark = [
     pytest.mark.gpu,

@@ -27,8 +27,8 @@ import torch
 
 from studykit import methods
 from studykit.attacks import pgd
-from studykit.corruption_nets import CorruptionNet
 from studykit.models import create_model
+from studykit.nets.corruption_net import CorruptionNet
 
 pytestmark = [
     pytest.mark.gpu,

@@ -11,7 +11,7 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from studykit import attacks, certify, evaluation
-from studykit.augmentations import cutout
+from studykit.augment import cutout
 from studykit.methods import create_method
 from studykit.methods.maxup import mixed_ce
 from studykit.models import create_model

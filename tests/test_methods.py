@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from helpers import fit_batch
 
 from studykit import methods
-from studykit.augmentations import augmix_chains, mix, sample_augmix_params
-from studykit.corruption_nets import CorruptionNet
+from studykit.augment import augmix_chains, mix, sample_augmix_params
 from studykit.losses import jsd_consistency
 from studykit.methods.augmax import augmax_search
 from studykit.models import create_model
+from studykit.nets.corruption_net import CorruptionNet
 from studykit.normalization import DualBN, DuBIN, bn_route, dual_bn_layers
 
 # Methods whose default config is too slow for a per-step contract test get overrides here.

@@ -269,9 +269,9 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
 def test_synthetic_cache_made_once_by_concurrent_processes(tmp_path):
     """While one process holds the cache lock and writes the set, another waits for it and then
     reads the cache instead of generating its own."""
+    from studykit.data.synthetic import make_synthetic
+    from studykit.data.synthetic_cache import cache_path
     from studykit.locks import file_lock
-    from studykit.synthetic import make_synthetic
-    from studykit.synthetic_cache import cache_path
 
     root = tmp_path / "data"
     path = cache_path(root, 0, 200, 50)

@@ -131,7 +131,7 @@ def test_display_carries_the_widget_and_a_static_png_of_the_default_state(tiny):
 
 
 def test_ada_explorer_follows_the_radius_and_larger_radii_lower_ssim(tiny):
-    from studykit.corruption_nets import CorruptionNet
+    from studykit.nets.corruption_net import CorruptionNet
 
     ds, model = tiny
     torch.manual_seed(0)
@@ -163,7 +163,7 @@ def test_ada_explorer_follows_the_radius_and_larger_radii_lower_ssim(tiny):
 
 def test_advbn_explorer_follows_steps_and_eps(tiny):
     from studykit.advbn import cut_stage
-    from studykit.autoencoder import AutoEncoder
+    from studykit.nets.autoencoder import AutoEncoder
 
     ds, model = tiny
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
-from studykit.augmentations import augmix_chains, mix, sample_augmix_params
+from studykit.augment import augmix_chains, mix, sample_augmix_params
 from studykit.checks import AT_LEAST_1
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmix import CHAIN_RANGES, NORMS, NormChoice, check_norm

@@ -25,7 +25,7 @@ from torch import nn
 
 from studykit.attacks import attack_mode, pgd
 from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
-from studykit.augmentations import AugMixParams, augmix_chains, mix, sample_augmix_params
+from studykit.augment import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.checks import AT_LEAST_1
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmax import search_metrics

@@ -5,7 +5,7 @@ Jensen-Shannon consistency term.
     L = CE(f(x), y) + lambda * JSD(f(x), f(x_aug1), f(x_aug2)),  lambda = 12
 
 Chains have width 3, depth 1-3 and severity 3 over the 9-op AugMix set, applied in batches on the
-device (``studykit.augmentations``). With a plain BN model the three views share one forward, as
+device (``studykit.augment``). With a plain BN model the three views share one forward, as
 in the reference code. With ``norm`` dubn/dubin (AugMax Table 8, "AugMix-DuBN/DuBIN") the clean
 images go through the main BN and the AugMix views through the auxiliary BN, as the AugMax paper
 routes them; ibn converts the paper's IBN placement.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.augmentations import augmix_views
+from studykit.augment import augmix_views
 from studykit.checks import AT_LEAST_1, POSITIVE, Range
 from studykit.losses import jsd_consistency
 from studykit.methods import Method, MethodConfig, StepOutput, register_method

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import attack_mode
-from studykit.augmentations import (
+from studykit.augment import (
     apply_cutmix,
     augmix,
     cutout,

@@ -14,7 +14,7 @@ corrupts every image, as Eq. 3 minimizes the loss on c_{phi+beta}(x) alone (``cl
 the network and the guard. ``clean=True`` trains on the whole clean batch besides the corrupted
 one (twice the images per step), a reading of "clean + AdA" the paper's text does not support.
 
-The corruption network comes from the run store (``studykit.corruption_nets``):
+The corruption network comes from the run store (``studykit.nets.corruption_net``):
 ``run_experiment`` calls ``setup`` with the training data before training, which loads the
 pretrained net or trains it first. Outside ``run_experiment`` (tests, benchmarks, notebook
 figures) call ``setup`` or ``attach(net)`` yourself.
@@ -34,16 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.augmentations import augmix, augmix_views
+from studykit.augment import augmix, augmix_views
 from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
-from studykit.corruption_nets import (
+from studykit.losses import jsd_consistency
+from studykit.methods import Method, MethodConfig, StepOutput
+from studykit.nets.corruption_net import (
     CorruptionNet,
     base_params,
     per_example_params,
     pretrain_corruption_net,
 )
-from studykit.losses import jsd_consistency
-from studykit.methods import Method, MethodConfig, StepOutput
 from studykit.ssim_guard import ssim_guard
 from studykit.weight_perturbation import block_radii, sample_in_balls
 
@@ -60,7 +60,7 @@ class PerturbedNetConfig(MethodConfig):
     and the processed training set). ``clean``: also train on the whole clean batch (2N images
     per step; off: the paper's pipeline has no such step). ``net_*``: the corruption network
     (the paper's EDSR-baseline: 64 channels, 16 blocks) and its pretraining, which the paper
-    does not do (it downloads EDSR): the kit's choices, see ``studykit.corruption_nets``.
+    does not do (it downloads EDSR): the kit's choices, see ``studykit.nets.corruption_net``.
     """
 
     nu: float = 0.015

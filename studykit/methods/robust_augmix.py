@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import pgd
-from studykit.augmentations import augmix
+from studykit.augment import augmix
 from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
 from studykit.losses import jsd_consistency
 from studykit.methods import Method, MethodConfig, StepOutput, register_method

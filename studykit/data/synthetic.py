@@ -17,17 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from studykit.data.dataset import ImageDataset
 from studykit.rng import seeded_generator
 from studykit.threads import one_intra_op_thread
-
-if TYPE_CHECKING:
-    from studykit.data import ImageDataset
 
 logger = logging.getLogger(__name__)
 
@@ -579,7 +576,6 @@ def make_synthetic(
     Shape:
         - x_train: :math:`(n_{train}, 3, size, size)` uint8; x_test likewise.
     """
-    from studykit.data import ImageDataset  # not at the top: studykit.data imports this module
 
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train and n_test must be >= 0; got {n_train}, {n_test}")

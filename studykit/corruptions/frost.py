@@ -227,7 +227,7 @@ def _decoded(path: str, size: int, mtime_ns: int, expected: str) -> torch.Tensor
     if got != expected:
         raise ValueError(
             f"frost photograph {path} has sha256 {got}, expected {expected}; delete it and "
-            "fetch it again (studykit.frost.download_frost_photographs)"
+            "fetch it again (studykit.corruptions.frost.download_frost_photographs)"
         )
     with Image.open(io.BytesIO(data)) as im:
         # OpenCV's imread (the reference's reader) applies the EXIF orientation and drops alpha.

@@ -57,7 +57,7 @@ class RemoteFile:
 
 
 def _frost_files() -> list[RemoteFile]:
-    from studykit.frost import FROST_PHOTOGRAPHS, FROST_URL
+    from studykit.corruptions.frost import FROST_PHOTOGRAPHS, FROST_URL
 
     return [RemoteFile(FROST_URL + name, f"frost/{name}", "sha256", digest)
             for name, digest in FROST_PHOTOGRAPHS.items()]

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.analysis import _model_device, as_float_images, penultimate
+from studykit.analysis import as_float_images, penultimate
 from studykit.attacks import pgd
 from studykit.augmax_search import augmax_search
-from studykit.augmentations import augmix, augmix_chains, sample_augmix_params
+from studykit.augment import augmix, augmix_chains, sample_augmix_params
 from studykit.data import random_crop_flip
+from studykit.devices import model_device
 from studykit.models import unwrap_model
 
 __all__ = ["augmentation_views", "diversity_and_hardness"]
@@ -47,7 +48,7 @@ def augmentation_views(
     Shape:
         - x: (N, 3, H, W) uint8 or float in [0, 1]; each output: (N, 3, H, W) float in [0, 1].
     """
-    device = _model_device(model)
+    device = model_device(model)
     xf = as_float_images(x).to(device)
     y = y.to(device)
     g = torch.Generator().manual_seed(seed)
@@ -76,7 +77,7 @@ def diversity_and_hardness(
     Returns:
         One row per view: ``view, accuracy, loss, spread, centroid_shift``.
     """
-    device = _model_device(model)
+    device = model_device(model)
     y = y.to(device)
     feats, rows = {}, []
     for name, x in views.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studykit.data import ImageDataset
+from studykit.data.dataset import ImageDataset
 
 
 def load_npz(path: str | os.PathLike) -> ImageDataset:

@@ -25,7 +25,7 @@ from torch import nn
 
 from studykit.analysis import batch_statistics
 from studykit.augmax_search import augmax_search
-from studykit.augmentations import augmix_chains, sample_augmix_params
+from studykit.augment import augmix_chains, sample_augmix_params
 from studykit.models import unwrap_model
 from studykit.normalization import DuBIN, bn_route, bn_running_variance_table
 

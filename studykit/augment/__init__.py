@@ -1,0 +1,65 @@
+"""Batched on-device image augmentations with per-sample, replayable parameters.
+
+- :mod:`~studykit.augment.colour`: autocontrast, equalize, posterize, solarize (Pillow's LUTs).
+- :mod:`~studykit.augment.geometric`: affine, rotate, shear, translate (Pillow's resampling).
+- :mod:`~studykit.augment.augmix_params`, :mod:`~studykit.augment.chains`,
+  :mod:`~studykit.augment.augmix`: AugMix's random parameters, chain engine and mixing.
+- :mod:`~studykit.augment.occlusion`: Cutout, CutMix and Gaussian noise.
+
+Every op takes and returns float NCHW images in [0, 1] on any device; sampling is kept apart
+from applying, so AugMax, MaxUp and AdA can replay and differentiate the same draws.
+"""
+
+from studykit.augment.augmix import augmix, augmix_views, mix
+from studykit.augment.augmix_params import AUGMIX_OPS, AugMixParams, sample_augmix_params
+from studykit.augment.chains import CHAIN_MODES, augmix_chains
+from studykit.augment.colour import autocontrast, equalize, posterize, solarize
+from studykit.augment.geometric import (
+    AFFINE_OPS,
+    affine,
+    rotate,
+    shear_x,
+    shear_y,
+    translate_x,
+    translate_y,
+)
+from studykit.augment.occlusion import (
+    CutMixParams,
+    apply_cutmix,
+    apply_cutout,
+    cutmix,
+    cutout,
+    gaussian_noise,
+    sample_cutmix_params,
+    sample_cutout_centers,
+)
+
+__all__ = [
+    "AFFINE_OPS",
+    "AUGMIX_OPS",
+    "AugMixParams",
+    "CHAIN_MODES",
+    "CutMixParams",
+    "affine",
+    "apply_cutmix",
+    "apply_cutout",
+    "augmix",
+    "augmix_chains",
+    "augmix_views",
+    "autocontrast",
+    "cutmix",
+    "cutout",
+    "equalize",
+    "gaussian_noise",
+    "mix",
+    "posterize",
+    "rotate",
+    "sample_augmix_params",
+    "sample_cutmix_params",
+    "sample_cutout_centers",
+    "shear_x",
+    "shear_y",
+    "solarize",
+    "translate_x",
+    "translate_y",
+]
