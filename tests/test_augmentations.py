@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from studykit import augment as A
-from studykit.augment import augmix_params
+from studykit.augment import _common, augmix_params, chains, colour, geometric
 
 
 @pytest.fixture(autouse=True)
@@ -606,23 +606,23 @@ SYNC_FREE = [
     A.augmix,
     A.augmix_views,
     A.augmix_chains,
-    A._dense_chains,
-    A._dense_step_,
+    chains._dense_chains,
+    chains._dense_step_,
     A.mix,
-    A._per_sample,
-    A._check_images,
-    A._to_levels,
-    A._from_levels,
-    A._autocontrast_lut,
-    A._equalize_lut,
-    A._posterize_u8_,
-    A._solarize_u8_,
-    A._apply_lut_u8_,
-    A._resample_u8_,
-    A._pil_grid,
-    A._grid_coeffs,
-    A._rotate_coeffs,
-    A._timed,
+    _common._per_sample,
+    _common._check_images,
+    colour._to_levels,
+    colour._from_levels,
+    colour._autocontrast_lut,
+    colour._equalize_lut,
+    colour._posterize_u8_,
+    colour._solarize_u8_,
+    colour._apply_lut_u8_,
+    chains._resample_u8_,
+    geometric._pil_grid,
+    chains._grid_coeffs,
+    geometric._rotate_coeffs,
+    _common._timed,
 ]
 
 

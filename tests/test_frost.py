@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from studykit.corruptions import _PARAMS, corrupt, frost
+from studykit.corruptions import corrupt, frost
+from studykit.corruptions.params import _PARAMS
 from studykit.corruptions.frost import (
     FROST_PHOTOGRAPHS,
     download_frost_photographs,

@@ -280,7 +280,7 @@ def test_errors_name_allowed_values():
 
 
 def test_fast_max_pool_equals_max_pool2d_without_graph():
-    from studykit.models import MaxPool2x2
+    from studykit.models.small_cnn import MaxPool2x2
 
     pool = MaxPool2x2()
     x = torch.relu(torch.randn(6, 5, 8, 12))

@@ -3,14 +3,14 @@
 - :mod:`~studykit.augment.colour`: autocontrast, equalize, posterize, solarize (Pillow's LUTs).
 - :mod:`~studykit.augment.geometric`: affine, rotate, shear, translate (Pillow's resampling).
 - :mod:`~studykit.augment.augmix_params`, :mod:`~studykit.augment.chains`,
-  :mod:`~studykit.augment.augmix`: AugMix's random parameters, chain engine and mixing.
+  :mod:`~studykit.augment.mixing`: AugMix's random parameters, chain engine and mixing.
 - :mod:`~studykit.augment.occlusion`: Cutout, CutMix and Gaussian noise.
 
 Every op takes and returns float NCHW images in [0, 1] on any device; sampling is kept apart
 from applying, so AugMax, MaxUp and AdA can replay and differentiate the same draws.
 """
 
-from studykit.augment.augmix import augmix, augmix_views, mix
+from studykit.augment.mixing import augmix, augmix_views, mix
 from studykit.augment.augmix_params import AUGMIX_OPS, AugMixParams, sample_augmix_params
 from studykit.augment.chains import CHAIN_MODES, augmix_chains
 from studykit.augment.colour import autocontrast, equalize, posterize, solarize

@@ -2,7 +2,7 @@
 on uint8 levels, equal to ``PIL.ImageOps`` bit for bit on uint8 images.
 
 A float pixel's level is ``floor(255 x + 1e-3)`` (exact for ``uint8 / 255`` images); see
-:mod:`studykit.augment.augmix` for how the chains use the in-place ``_name_u8_`` kernels.
+:mod:`studykit.augment.chains` for how the chains use the in-place ``_name_u8_`` kernels.
 """
 
 from __future__ import annotations
