@@ -3,21 +3,35 @@
 Each notebook in ``notebooks/`` (``NN_topic.ipynb``) is executed with its ``PROFILE`` parameter
 set, into ``runs/notebooks/<profile>/``; figures are written by the notebooks themselves through
 ``studykit.viz.save_figure``. A summary (status and wall time per notebook) is written next to
-the executed notebooks and logged.
+the executed notebooks as ``summary.md`` (to read), ``summary.json`` and ``summary.csv`` (to
+parse), and logged.
+
+After a successful study the results page is rewritten (`studykit.results_page`):
+
+* ``quick`` (the profile of the committed figures): each notebook's time is merged into
+  ``<figures>/study_times.csv``, and the page goes to ``docs/results.md`` when the figures are
+  the project's ``figures/`` (elsewhere, to ``results.md`` in the figures folder);
+* ``smoke``: the page goes to the study's temporary figures folder, so a smoke study never
+  changes a tracked file;
+* ``paper``: no page (the committed figures and the page describe the ``quick`` profile).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from studykit import results_page
 from studykit.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -32,6 +46,7 @@ class NotebookResult:
     seconds: float
     ok: bool
     error: str = ""
+    date: str = ""  # ISO date (UTC) on which it finished
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
@@ -73,7 +88,11 @@ def execute_notebook(
         ok, err = True, ""
     except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
         ok, err = False, f"{type(e).__name__}: {e}"
-    return NotebookResult(path.stem, out, time.perf_counter() - t0, ok, err)
+    return NotebookResult(path.stem, out, time.perf_counter() - t0, ok, err, _today())
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
 
 
 @contextlib.contextmanager
@@ -131,13 +150,57 @@ def run_study(
         else:
             results = [one(p) for p in chosen]
 
-    lines = ["| notebook | status | seconds |", "|---|---|---|"]
-    lines += [f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.0f} |" for r in results]
-    summary = out_dir / "summary.md"
-    summary.write_text(f"# studykit study, profile `{profile}`\n\n" + "\n".join(lines) + "\n")
+    times = [results_page.NotebookTime(
+        name=r.name, status="ok" if r.ok else "FAILED", seconds=round(r.seconds, 1),
+        profile=profile, date=r.date or _today(), jobs=jobs) for r in results]
+    summary = write_summary(out_dir, times)
     log.info("executed notebooks in %s; figures in %s; summary %s", out_dir, figures, summary)
     failed = [r for r in results if not r.ok]
     if failed:
         msgs = "\n".join(f"{r.name}: {r.error[:2000]}" for r in failed)
         raise RuntimeError(f"{len(failed)} notebook(s) failed:\n{msgs}")
+    write_results(profile, figures, times, notebooks_dir)
     return results
+
+
+def write_summary(out_dir: Path, times: Sequence[results_page.NotebookTime]) -> Path:
+    """``summary.md``, ``summary.json`` and ``summary.csv`` of one study in ``out_dir``: per
+    notebook its status, seconds, profile, date and the number of notebooks run at once.
+
+    Returns:
+        The path of ``summary.md``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profile = times[0].profile if times else ""
+    lines = ["| notebook | status | seconds |", "|---|---|---|"]
+    lines += [f"| {t.name} | {t.status} | {t.seconds:.0f} |" for t in times]
+    summary = out_dir / "summary.md"
+    summary.write_text(f"# studykit study, profile `{profile}`\n\n" + "\n".join(lines) + "\n")
+    rows = [asdict(t) for t in times]
+    (out_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    with (out_dir / "summary.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=results_page.TIME_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return summary
+
+
+def write_results(profile: str, figures: Path, times: Sequence[results_page.NotebookTime],
+                  notebooks_dir: str | Path | None = None) -> Path | None:
+    """After a successful study: record the times and rewrite the results page (see the module
+    docstring for where each profile writes). Returns the page, or None for ``paper``."""
+    figures = Path(figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
+    if profile == "quick":
+        results_page.merge_times(figures / results_page.TIMES_FILE, times)
+        committed = figures.resolve() == (project_root() / "figures").resolve()
+        out = project_root() / "docs" / "results.md" if committed else figures / "results.md"
+        timings: Path | dict[str, results_page.NotebookTime] = figures / results_page.TIMES_FILE
+    elif profile == "smoke":
+        out, timings = figures / "results.md", {t.name: t for t in times}
+    else:
+        return None
+    page = results_page.write_results_page(figures, out, timings, notebooks_dir=nb_dir)
+    log.info("results page %s", page)
+    return page
