@@ -31,12 +31,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from studykit import results_page
+from studykit import profiles, results_page
 from studykit.paths import project_root
 
 log = logging.getLogger(__name__)
 
-PROFILES_ALLOWED = ("smoke", "quick", "paper")
 
 
 @dataclass
@@ -125,8 +124,8 @@ def run_study(
         ValueError: unknown profile or notebook.
         RuntimeError: when any notebook failed (after all have run).
     """
-    if profile not in PROFILES_ALLOWED:
-        allowed = ", ".join(PROFILES_ALLOWED)
+    if profile not in profiles.list_profiles():
+        allowed = ", ".join(profiles.list_profiles())
         raise ValueError(f"unknown profile {profile!r}; choose one of: {allowed}")
     chosen = select_notebooks(notebooks, list_notebooks(notebooks_dir))
     if not chosen:

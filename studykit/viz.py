@@ -367,7 +367,7 @@ def corruption_drops(tables: dict[str, pd.DataFrame], clean: dict[str, float]) -
     }).rename_axis("corruption")
 
 
-#: Left out of the stand-in rank correlation: the real CIFAR-10 copy in ../shared/data is already
+#: Left out of the stand-in rank correlation: the real CIFAR-10 copy (a JPEG npz file) is already
 #: JPEG-75 compressed, so JPEG compression barely hurts it and its rank there says nothing.
 RHO_EXCLUDED = ("jpeg_compression",)
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from studykit import augment as A
-from studykit.augment import _common, augmix_params, chains, colour, geometric
+from studykit.augment import _common, augmix_params, chains, colour, geometric, mixing
 
 
 @pytest.fixture(autouse=True)
@@ -514,7 +514,7 @@ def test_dense_chains_equal_grouped_for_every_op_at_every_step(images_u8, severi
 def test_dense_chains_equal_grouped_across_row_chunks(images_u8, monkeypatch):
     p = A.sample_augmix_params(len(images_u8), generator=torch.Generator().manual_seed(21))
     grouped = A.augmix_chains(images_u8, p, as_levels=True, mode="grouped")
-    monkeypatch.setattr(A, "_DENSE_CHUNK_VALUES", 5 * images_u8[0].numel())  # 5 rows a chunk
+    monkeypatch.setattr(chains, "_DENSE_CHUNK_VALUES", 5 * images_u8[0].numel())  # 5 rows a chunk
     assert torch.equal(A.augmix_chains(images_u8, p, as_levels=True, mode="dense"), grouped)
 
 
@@ -577,7 +577,7 @@ def test_dense_chains_and_mixing_read_nothing_back(images_u8, monkeypatch):
     p2 = A.sample_augmix_params(2 * len(x), generator=torch.Generator().manual_seed(1))
     p, p2 = p.to("meta"), p2.to("meta")
     # augmix/augmix_views as a method calls them, with parameters drawn on x's device.
-    monkeypatch.setattr(A, "sample_augmix_params", lambda n, **kw: {len(x): p, 2 * len(x): p2}[n])
+    monkeypatch.setattr(mixing, "sample_augmix_params", lambda n, **kw: {len(x): p, 2 * len(x): p2}[n])
     with HostReads() as reads:
         chains = A.augmix_chains(x, p, as_levels=True)
         A.augmix_chains(x_u8, p)

@@ -12,13 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from studykit import corruptions as C
 from studykit.corruptions import (
     BENCHMARK_CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     corrupt,
     list_corruptions,
 )
+from studykit.corruptions import blur as corruptions_blur
+from studykit.corruptions import filters as corruptions_filters
+from studykit.corruptions import params as corruptions_params
 
 ALL = list_corruptions("all")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -75,7 +77,7 @@ def test_lists_in_reference_order():
     assert list_corruptions("extra") == ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
     assert ALL == list(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)
     assert len(set(ALL)) == 19
-    assert all(len(C._PARAMS[name]) == 5 for name in ALL)
+    assert all(len(corruptions_params._PARAMS[name]) == 5 for name in ALL)
 
 
 def test_bad_kind_names_the_allowed_ones():
@@ -261,21 +263,21 @@ def test_elastic_transform_field():
 
 def test_noise_statistics():
     x = torch.full((8, 3, 32, 32), 0.5)
-    for severity, std in enumerate(C._PARAMS["gaussian_noise"], 1):
+    for severity, std in enumerate(corruptions_params._PARAMS["gaussian_noise"], 1):
         noise = corrupt(x, "gaussian_noise", severity, generator=gen()) - x
         assert abs(noise.std().item() / std - 1) < 0.05 and abs(noise.mean().item()) < 0.005
-    for severity, c in enumerate(C._PARAMS["shot_noise"], 1):
+    for severity, c in enumerate(corruptions_params._PARAMS["shot_noise"], 1):
         y = corrupt(x, "shot_noise", severity, generator=gen())
         assert abs(y.var().item() / (0.5 / c) - 1) < 0.1  # Poisson: variance x / c
         assert torch.allclose(y * c, (y * c).round(), atol=1e-3)
-    for severity, std in enumerate(C._PARAMS["speckle_noise"], 1):
+    for severity, std in enumerate(corruptions_params._PARAMS["speckle_noise"], 1):
         noise = corrupt(x, "speckle_noise", severity, generator=gen()) - x
         assert abs(noise.std().item() / (0.5 * std) - 1) < 0.05
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)
 def test_impulse_noise_replaces_a_fraction_of_values(severity):
-    amount = C._PARAMS["impulse_noise"][severity - 1]
+    amount = corruptions_params._PARAMS["impulse_noise"][severity - 1]
     x = torch.full((16, 3, 32, 32), 0.5)
     y = corrupt(x, "impulse_noise", severity, generator=gen())
     salt, pepper = (y == 1).float().mean().item(), (y == 0).float().mean().item()
@@ -288,7 +290,7 @@ def test_impulse_noise_replaces_a_fraction_of_values(severity):
 
 
 def test_plasma_fractal_maps():
-    maps = C._plasma_fractal(6, 32, 2.0, gen())
+    maps = corruptions_filters._plasma_fractal(6, 32, 2.0, gen())
     assert maps.shape == (6, 32, 32)
     assert torch.allclose(maps.amin((1, 2)), torch.zeros(6, dtype=maps.dtype))
     assert torch.allclose(maps.amax((1, 2)), torch.ones(6, dtype=maps.dtype))
@@ -308,7 +310,7 @@ def hwc(x: torch.Tensor) -> np.ndarray:
 def test_gaussian_blur_matches_scipy(images, severity):
     ndimage = pytest.importorskip("scipy.ndimage")
     x = images.double()
-    sigma = C._PARAMS["gaussian_blur"][severity - 1]
+    sigma = corruptions_params._PARAMS["gaussian_blur"][severity - 1]
     ref = [ndimage.gaussian_filter(im, (sigma, sigma, 0), mode="nearest") for im in hwc(x)]
     y = corrupt(x, "gaussian_blur", severity)
     np.testing.assert_allclose(hwc(y), np.clip(np.stack(ref), 0, 1), atol=1e-12)
@@ -327,7 +329,7 @@ def test_zoom_blur_matches_scipy_clipped_zoom(images, severity):
         return im[trim : trim + h, trim : trim + h]
 
     x = images.double()
-    factors = np.arange(1, C._PARAMS["zoom_blur"][severity - 1], 0.01)
+    factors = np.arange(1, corruptions_params._PARAMS["zoom_blur"][severity - 1], 0.01)
     ref = [(im + sum(clipped_zoom(im, z) for z in factors)) / (len(factors) + 1) for im in hwc(x)]
     y = corrupt(x, "zoom_blur", severity)
     np.testing.assert_allclose(hwc(y), np.clip(np.stack(ref), 0, 1), atol=1e-12)
@@ -336,7 +338,7 @@ def test_zoom_blur_matches_scipy_clipped_zoom(images, severity):
 @pytest.mark.parametrize("severity", SEVERITIES)
 def test_pixelate_matches_pil_box(images, severity):
     Image = pytest.importorskip("PIL.Image")
-    c = C._PARAMS["pixelate"][severity - 1]
+    c = corruptions_params._PARAMS["pixelate"][severity - 1]
     small = (int(32 * c), int(32 * c))
     ref = np.stack(
         [
@@ -358,7 +360,7 @@ def test_pixelate_matches_pil_box(images, severity):
 @pytest.mark.parametrize("severity", SEVERITIES)
 def test_jpeg_matches_pil(images, severity):
     Image = pytest.importorskip("PIL.Image")
-    quality = C._PARAMS["jpeg_compression"][severity - 1]
+    quality = corruptions_params._PARAMS["jpeg_compression"][severity - 1]
     ref = []
     for im in (hwc(images) * 255).round().astype(np.uint8):
         buffer = io.BytesIO()
@@ -376,7 +378,7 @@ def test_hsv_corruptions_match_an_hsv_round_trip(images, name):
     x = images.double()
     x[0, :, :4, :4] = 0.5  # grey pixels: hue 0 (red) once saturated, as in skimage
     x[1, :, :4, :4] = 0.0
-    for severity, p in enumerate(C._PARAMS[name], 1):
+    for severity, p in enumerate(corruptions_params._PARAMS[name], 1):
         hsv = colors.rgb_to_hsv(hwc(x))
         if name == "brightness":
             hsv[..., 2] = np.clip(hsv[..., 2] + p, 0, 1)
@@ -391,7 +393,7 @@ def test_elastic_transform_matches_opencv_and_scipy_steps(images, severity):
     ndimage = pytest.importorskip("scipy.ndimage")
     x = images.double()
     n = len(x)
-    alpha, sigma, jitter = C._PARAMS["elastic_transform"][severity - 1]
+    alpha, sigma, jitter = corruptions_params._PARAMS["elastic_transform"][severity - 1]
     g = gen(3)  # replay the draws: affine jitter (n, 3, 2), then the field (n, 2, 32, 32)
     dst_jitter = -jitter + 2 * jitter * torch.rand((n, 3, 2), generator=g, dtype=torch.float64)
     field = -1 + 2 * torch.rand((n, 2, 32, 32), generator=g, dtype=torch.float64)
@@ -432,7 +434,7 @@ def test_glass_blur_equals_the_reference_loop(images, severity):
     """The reference's numpy "swap" on row views copies the neighbour; replaying the same
     offsets through that sequential loop must give exactly the batched result."""
     ndimage = pytest.importorskip("scipy.ndimage")
-    sigma, d, iterations = C._PARAMS["glass_blur"][severity - 1]
+    sigma, d, iterations = corruptions_params._PARAMS["glass_blur"][severity - 1]
     x = images.double()
     n, _, h, w = x.shape
     g = gen(4)
@@ -469,12 +471,12 @@ def test_motion_blur_matches_imagemagick_loop(images):
                 rows = np.clip(np.arange(32) + dy, 0, 31)
                 cols = np.clip(np.arange(32) + dx, 0, 31)
                 ref[b] += weights[i] * x[b].numpy()[:, rows][:, :, cols]
-        np.testing.assert_allclose(C._motion_blur(x, radius, sigma, angles).numpy(), ref, atol=1e-7)
+        np.testing.assert_allclose(corruptions_filters._motion_blur(x, radius, sigma, angles).numpy(), ref, atol=1e-7)
 
 
 def test_defocus_kernels_are_normalized_disks():
-    for radius, alias in C._PARAMS["defocus_blur"]:
-        k = C._disk_kernel(radius, alias)
+    for radius, alias in corruptions_params._PARAMS["defocus_blur"]:
+        k = corruptions_blur._disk_kernel(radius, alias)
         assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1 and k.shape[0] <= 5
         assert torch.allclose(k.sum(), torch.tensor(1.0, dtype=k.dtype))
         assert torch.allclose(k, k.T) and torch.allclose(k, k.flip(0))

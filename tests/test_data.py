@@ -322,8 +322,9 @@ def test_cifar_damaged_files_say_what_to_fetch(tmp_path):
 
 @pytest.fixture()
 def stub_corrupt(monkeypatch):
-    """Replace studykit.corruptions.corrupt with a recording stub: adds `shift` levels + noise."""
-    corruptions = pytest.importorskip("studykit.corruptions")
+    """Replace the corruption function the corrupted sets call with a recording stub: adds
+    `shift` levels + noise."""
+    corrupted = pytest.importorskip("studykit.data.corrupted")
     calls = []
     state = types.SimpleNamespace(shift=0.7 / 255, noise=0.0, calls=calls)
 
@@ -332,7 +333,7 @@ def stub_corrupt(monkeypatch):
         noise = torch.rand(x.shape, generator=generator) * state.noise
         return (x + state.shift + noise).clamp(0, 1)
 
-    monkeypatch.setattr(corruptions, "corrupt", corrupt)
+    monkeypatch.setattr(corrupted, "corrupt", corrupt)
     return state
 
 

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from studykit.corruptions import corrupt, frost
-from studykit.corruptions.params import _PARAMS
 from studykit.corruptions.frost import (
     FROST_PHOTOGRAPHS,
     download_frost_photographs,
@@ -24,6 +23,7 @@ from studykit.corruptions.frost import (
     photograph_frost,
     synthesized_frost,
 )
+from studykit.corruptions.params import _PARAMS
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -10,7 +10,6 @@ Every op takes and returns float NCHW images in [0, 1] on any device; sampling i
 from applying, so AugMax, MaxUp and AdA can replay and differentiate the same draws.
 """
 
-from studykit.augment.mixing import augmix, augmix_views, mix
 from studykit.augment.augmix_params import AUGMIX_OPS, AugMixParams, sample_augmix_params
 from studykit.augment.chains import CHAIN_MODES, augmix_chains
 from studykit.augment.colour import autocontrast, equalize, posterize, solarize
@@ -23,6 +22,7 @@ from studykit.augment.geometric import (
     translate_x,
     translate_y,
 )
+from studykit.augment.mixing import augmix, augmix_views, mix
 from studykit.augment.occlusion import (
     CutMixParams,
     apply_cutmix,

@@ -26,8 +26,6 @@ AUGMIX_OPS: tuple[str, ...] = (
     "translate_y",
 )
 _OP = {name: i for i, name in enumerate(AUGMIX_OPS)}
-_CPU_CHUNK_PIXELS = 1 << 18  # values per chunk of CPU resampling (see _resample_u8_)
-_DENSE_CHUNK_VALUES = 1 << 23  # uint8 values per chunk of rows of the dense chains
 @dataclass(frozen=True)
 class AugMixParams:
     """Every random choice of AugMix for a batch, as tensors (replayable, device-movable).

@@ -14,8 +14,6 @@ from torch import Tensor
 
 from studykit.augment._common import _check_images, _timed
 from studykit.augment.augmix_params import (
-    _CPU_CHUNK_PIXELS,
-    _DENSE_CHUNK_VALUES,
     _OP,
     AUGMIX_OPS,
     AugMixParams,
@@ -33,6 +31,9 @@ from studykit.augment.colour import (
     _to_levels,
 )
 from studykit.augment.geometric import _pil_grid, _rotate_coeffs, _shift_
+
+_CPU_CHUNK_PIXELS = 1 << 18  # values per chunk of CPU resampling (see _resample_u8_)
+_DENSE_CHUNK_VALUES = 1 << 23  # uint8 values per chunk of rows of the dense chains
 
 # Step groups. Rows of a chain step are sorted by group so that each group is one contiguous
 # slice of the batch; translations are further sorted by their offset.

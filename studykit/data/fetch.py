@@ -1,6 +1,6 @@
 """``studykit fetch``: the real datasets for users who are online.
 
-Each dataset is a list of files with a published checksum (../shared/DATASETS.md): the CIFAR
+Each dataset is a list of files with a published checksum (the ``DATASETS`` table): the CIFAR
 archives, the CIFAR-10-C / CIFAR-100-C tar files, the two CIFAR-10.1 v6 arrays, and the frost
 photographs. A file downloads to ``<name>.part`` with a progress bar; an interrupted download
 resumes from where it stopped (an HTTP range request; a server that ignores it sends the whole

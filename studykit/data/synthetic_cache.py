@@ -59,6 +59,7 @@ def load_synthetic(root: Path | None, seed: int, n_train: int, n_test: int) -> I
             return data
         data = make_synthetic(n_train, n_test, seed=seed)
         state = {k: getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda tmp: torch.save(state, tmp), "synthetic cache")
         log.info("cached synthetic dataset at %s", path)
     return data
