@@ -37,8 +37,8 @@ from studykit.checks import (
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
 from studykit.methods import (
     Method,
+    MethodContext,
     create_method,
-    get_method_class,
     list_methods,
     method_config_fields,
 )
@@ -46,20 +46,13 @@ from studykit.paths import data_root
 from studykit.rng import derive_seed
 from studykit.runs import (
     Run,
-    RunStoreError,
+    RunStore,
     config_hash,
     read_json,
     write_csv_atomic,
     write_json_atomic,
 )
-from studykit.train import (
-    SCHEDULES,
-    CheckpointError,
-    FitResult,
-    TrainConfig,
-    fit,
-    load_checkpoint,
-)
+from studykit.train import SCHEDULES, FitResult, TrainConfig, fit, train_or_load_run
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +178,16 @@ def check_params(params: Mapping[str, Any]) -> None:
             check_value(key, value, tp, allowed, _CHOICES.get(key))
 
 
+@dataclass
+class _Resolved:
+    """A resolved configuration with the method built (once) to validate its options, and the
+    resolved base run of a fine-tuning method."""
+
+    cfg: dict[str, Any]
+    method: Method
+    base: _Resolved | None = None
+
+
 def resolve_config(**params: Any) -> dict[str, Any]:
     """Validate ``params`` and fill the rest from the profile and the method's Config.
 
@@ -194,6 +197,10 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     Raises:
         ValueError: unknown key or bad value (naming the allowed ones).
     """
+    return _resolve(**params).cfg
+
+
+def _resolve(**params: Any) -> _Resolved:
     profile = params.get("profile", RUNTIME_KEYS["profile"])
     prof = profiles.get_profile(profile)
     method = params.get("method", TRAIN_KEYS["method"])
@@ -217,8 +224,9 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     runtime = {k: params.get(k, prof.get(k, v)) for k, v in RUNTIME_KEYS.items()}
     overrides = profiles.method_overrides(profile, method)
     overrides.update({k: params[k] for k in method_fields if k in params})
-    # Build the method once to validate its options (its Config checks its own values).
-    train["method_config"] = dataclasses.asdict(create_method(method, **overrides).config)
+    # The method, built once: its Config checks its own values.
+    method_obj = create_method(method, **overrides)
+    train["method_config"] = dataclasses.asdict(method_obj.config)
 
     ds = train["dataset"]
     if not isinstance(ds, str) or not (ds in list_datasets() or ds.startswith("npz:")):
@@ -230,7 +238,7 @@ def resolve_config(**params: Any) -> dict[str, Any]:
     if isinstance(ev["eval_eps"], (int, float)) and not isinstance(ev["eval_eps"], bool):
         ev["eval_eps"] = [ev["eval_eps"]]  # one eps given as a number
     check_params({**train, **ev, **runtime})
-    base = _resolve_base(method, train, params, prof)
+    base = _resolve_base(method_obj, train, params, prof)
     if train["nesterov"] and train["momentum"] == 0:
         raise ParamError("nesterov=True needs momentum > 0, got momentum=0")
     if ev["eval_adversarial"] is not None and ev["eval_eps"] is None:
@@ -258,8 +266,8 @@ def resolve_config(**params: Any) -> dict[str, Any]:
                          "here; use device=cpu or device=auto")
     cfg = {"train": train, "eval": ev, "runtime": runtime}
     if base is not None:
-        cfg["base"] = base
-    return cfg
+        cfg["base"] = base[0]
+    return _Resolved(cfg, method_obj, base[1] if base is not None else None)
 
 
 # Keys a fine-tuning run shares with its base run when given explicitly (the rest of the
@@ -268,23 +276,22 @@ _BASE_SHARED = ("dataset", "n_train", "n_test", "data_seed", "arch", "width", "b
                 "seed", "profile", "device", "progress", "runs_root", "download")
 
 
-def _resolve_base(method: str, train: dict[str, Any], params: Mapping[str, Any],
-                  prof: Mapping[str, Any]) -> dict[str, Any] | None:
-    """For a method that fine-tunes a base run (it has ``finetune_schedule``, e.g. advbn):
-    its training settings (unless given explicitly) and the base run's parameters, whose
-    resolved hash becomes part of this run's config (``base_run``)."""
-    cls = get_method_class(method)
-    schedule = getattr(cls, "finetune_schedule", None)
-    if schedule is None:
+def _resolve_base(method: Method, train: dict[str, Any], params: Mapping[str, Any],
+                  prof: Mapping[str, Any]) -> tuple[dict[str, Any], _Resolved] | None:
+    """For a method that fine-tunes a base run (``method.finetunes``, e.g. advbn): its
+    training settings (unless given explicitly) and the base run's parameters and resolution,
+    whose hash becomes part of this run's config (``base_run``)."""
+    if not method.finetunes:
         return None
-    for key, value in schedule(prof["epochs"]).items():
+    for key, value in method.finetune_schedule(prof["epochs"]).items():
         if key not in params:
             train[key] = value
-    train["milestones"] = cls.milestones(train["epochs"])
+    train["milestones"] = method.milestones(train["epochs"])
     base = {k: params[k] for k in _BASE_SHARED if k in params}
-    base["method"] = train["method_config"]["base_method"]
-    train["base_run"] = config_hash(resolve_config(**base)["train"])
-    return base
+    base["method"] = method.base_method
+    resolved = _resolve(**base)
+    train["base_run"] = config_hash(resolved.cfg["train"])
+    return base, resolved
 
 
 def _build_model(train: Mapping[str, Any], num_classes: int, method: Method) -> nn.Module:
@@ -301,19 +308,19 @@ def _train_config(train: Mapping[str, Any]) -> TrainConfig:
     )
 
 
-def _fit(run: Run, cfg: dict[str, Any], ds: ImageDataset, method: Method) -> FitResult:
+def _fit(cfg: dict[str, Any], ds: ImageDataset, method: Method, data_key: str,
+         checkpoint: Path) -> FitResult:
     train, rt = cfg["train"], cfg["runtime"]
     device = torch.device(rt["device"])
     loader = DeviceLoader(ds.x_train, ds.y_train, train["batch_size"], device=device,
                           train=True, seed=train["seed"])
     test_loader = DeviceLoader(ds.x_test, ds.y_test, 500, device=device, train=False)
-    method.setup(ds, data_key=data_fingerprint(ds), device=device, runs_root=rt["runs_root"],
-                 progress=rt["progress"])
+    method.prepare(MethodContext(dataset=ds, data_key=data_key, device=device,
+                                 store=RunStore(rt["runs_root"]), progress=rt["progress"]))
     torch.manual_seed(derive_seed(train["seed"], "init"))  # the initial weights: their own stream
     model = models.create_model(train["arch"], ds.num_classes, width=train["width"])
     return fit(model, method, loader, _train_config(train), device=device,
-               test_loader=test_loader, checkpoint_path=run.checkpoint,
-               progress=rt["progress"])
+               test_loader=test_loader, checkpoint_path=checkpoint, progress=rt["progress"])
 
 
 def data_fingerprint(ds: ImageDataset) -> str:
@@ -326,82 +333,53 @@ def data_fingerprint(ds: ImageDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _discard(run: Run, reason: str) -> None:
-    if not run.writable:
-        raise RunStoreError(f"the stored run {run.dir} cannot be used ({reason}), and the run "
-                            "store is read-only, so it cannot be retrained there")
-    run.discard_checkpoint(reason)
+def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module, Method,
+                                                                   pd.DataFrame, bool]:
+    """The run store's core (``studykit.train.train_or_load_run``): the lock, a hit, a resume,
+    or a fresh fit of the resolved config ``cfg`` on ``ds``.
+
+    A finished run loads from a read-only store; training into one raises `RunStoreError`.
+    A checkpoint, finished or not, is only used for the data it was trained on.
+    """
+    base = _resolve(**cfg["base"]) if "base" in cfg else None
+    method = create_method(cfg["train"]["method"], **cfg["train"]["method_config"])
+    return _train_or_load(_Resolved(cfg, method, base), ds, data_fingerprint(ds))
 
 
-def _load_done_run(run: Run, train: Mapping[str, Any], ds: ImageDataset,
-                   method: Method) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The stored model, or None after moving an unusable checkpoint aside."""
-    try:
-        state = load_checkpoint(run.checkpoint)
+def _train_or_load(resolved: _Resolved, ds: ImageDataset, data_key: str
+                   ) -> tuple[Run, nn.Module, Method, pd.DataFrame, bool]:
+    cfg, method = resolved.cfg, resolved.method
+    train, rt = cfg["train"], cfg["runtime"]
+    run = Run(train, root=rt["runs_root"])
+
+    def load(state: dict[str, Any]) -> tuple[nn.Module, pd.DataFrame]:
         model = _build_model(train, ds.num_classes, method)
         model.load_state_dict(state["model"])  # RuntimeError when the architecture changed
         method.load_state_dict(state["method"])
-    except (CheckpointError, RuntimeError, KeyError) as e:
-        _discard(run, f"{type(e).__name__}: {e}")
-        return None
-    return model, state
+        log.info("loaded run %s (%s/%s)", run.hash, train["method"], train["arch"])
+        return model.to(rt["device"]).eval(), pd.DataFrame(state["history"])
+
+    def set_base() -> None:
+        # A fine-tuning run's base: trained first when it is missing (same data).
+        if resolved.base is not None:
+            method.set_base(*_load_base(resolved.base, ds, data_key))
+
+    def train_model(checkpoint: Path) -> tuple[tuple[nn.Module, pd.DataFrame], pd.DataFrame]:
+        result = _fit(cfg, ds, method, data_key, checkpoint)
+        return (result.model.eval(), result.history), result.history
+
+    (model, history), trained = train_or_load_run(run, load=load, train=train_model,
+                                                  data_key=data_key, before_training=set_base)
+    return run, model, method, history, trained
 
 
-def train_or_load(cfg: dict[str, Any], ds: ImageDataset) -> tuple[Run, nn.Module, Method,
-                                                                   pd.DataFrame, bool]:
-    """The run store's core: the lock, a hit, a resume, or a fresh fit.
-
-    A finished run loads from a read-only store; training into one raises `RunStoreError`.
-    A half-trained checkpoint resumes only if it was trained on the same data.
-    """
-    train, rt = cfg["train"], cfg["runtime"]
-    run = Run(train, root=rt["runs_root"])
-    method = create_method(train["method"], **train["method_config"])
-    fingerprint = data_fingerprint(ds)
-    with run.lock():
-        # A checkpoint, finished or not, is only used for the data it was trained on.
-        stored = run.stored_data_fingerprint()
-        if run.checkpoint.exists() and stored is not None and stored != fingerprint:
-            _discard(run, f"trained on other data (fingerprint {stored}, now {fingerprint})")
-        if run.is_done:
-            loaded = _load_done_run(run, train, ds, method)
-            if loaded is not None:
-                model, state = loaded
-                if not (run.dir / "config.json").exists() and run.writable:
-                    run.write_config(restored=True)  # it was damaged and moved aside
-                log.info("loaded run %s (%s/%s)", run.hash, train["method"], train["arch"])
-                return (run, model.to(rt["device"]).eval(), method,
-                        pd.DataFrame(state["history"]), False)
-        run.require_writable("train")
-        base = _load_base(cfg, ds)
-        run.write_config(data_fingerprint=fingerprint)
-        try:
-            result = _fit(run, cfg, ds, _with_base(method, base))
-        except CheckpointError as e:
-            run.discard_checkpoint(str(e))
-            method = create_method(train["method"], **train["method_config"])
-            result = _fit(run, cfg, ds, _with_base(method, base))
-        write_csv_atomic(result.history, run.history_csv)
-        run.mark_done()
-        return run, result.model.eval(), method, result.history, True
-
-
-def _load_base(cfg: Mapping[str, Any], ds: ImageDataset
-               ) -> tuple[Method, dict[str, torch.Tensor]] | None:
+def _load_base(base: _Resolved, ds: ImageDataset, data_key: str
+               ) -> tuple[Method, dict[str, torch.Tensor]]:
     """The trained base run of a fine-tuning run (trained first when it is missing)."""
-    if "base" not in cfg:
-        return None
-    base_cfg = resolve_config(**cfg["base"])
-    log.info("fine-tuning needs the base run %s/%s", base_cfg["train"]["method"],
-             config_hash(base_cfg["train"]))
-    _, model, method, _, _ = train_or_load(base_cfg, ds)
+    log.info("fine-tuning needs the base run %s/%s", base.cfg["train"]["method"],
+             config_hash(base.cfg["train"]))
+    _, model, method, _, _ = _train_or_load(base, ds, data_key)
     return method, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _with_base(method: Method, base: tuple[Method, dict[str, torch.Tensor]] | None) -> Method:
-    if base is not None:
-        method.set_base(*base)
-    return method
 
 
 def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method,
@@ -516,9 +494,10 @@ def run_experiment(**params: Any) -> ExperimentResult:
     Returns:
         An ``ExperimentResult``.
     """
-    cfg = resolve_config(**params)
+    resolved = _resolve(**params)
+    cfg = resolved.cfg
     ds = _load_data(cfg["train"], cfg["runtime"])
-    run, model, method, history, trained = train_or_load(cfg, ds)
+    run, model, method, history, trained = _train_or_load(resolved, ds, data_fingerprint(ds))
     metrics, corr, adv = evaluate_run(run, cfg, model, method, ds)
     return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained)
 

@@ -113,6 +113,7 @@ class Run:
     def __init__(self, config: Mapping[str, Any], root: str | os.PathLike | None = None) -> None:
         self.config = dict(config)
         self.hash = config_hash(self.config)
+        self.root = root
         base = Path(root) if root is not None else runs_root()
         dataset = str(self.config.get("dataset", "unknown")).replace(":", "_").replace("/", "_")
         self.dir = base / dataset / str(self.config.get("method", "unknown")) / self.hash
@@ -121,6 +122,12 @@ class Run:
     history_csv = property(lambda self: self.dir / "history.csv")
     metrics_json = property(lambda self: self.dir / "metrics.json")
     done_marker = property(lambda self: self.dir / "DONE")
+
+    @property
+    def store(self) -> RunStore:
+        """The store this run is in (where runs derived from it, e.g. a decoder trained on
+        its model, are kept)."""
+        return RunStore(self.root)
 
     @property
     def is_done(self) -> bool:
@@ -146,7 +153,7 @@ class Run:
         return stored.get("data_fingerprint") if isinstance(stored, dict) else None
 
     def mark_done(self) -> None:
-        self.done_marker.write_text(f"{time.time_ns()}\n")
+        write_text_atomic(self.done_marker, f"{time.time_ns()}\n", "marker")
 
     def done_stamp(self) -> str:
         """When training finished (changes whenever the run is retrained)."""
@@ -200,15 +207,38 @@ class Run:
         return f"Run({self.dir})"
 
 
-def write_atomic(path: Path, write: Callable[[Path], None], what: str = "file") -> None:
-    """Write ``path`` through ``write(tmp)`` and a rename, so readers never see half a file.
+class RunStore:
+    """A run store: ``store(config)`` is the `Run` of ``config`` in it.
 
-    On any failure (a full disk, a read-only folder, Ctrl-C) the temporary file is removed and
-    ``path`` keeps its previous content; a failed write raises `RunStoreError` naming the path
-    (and "no space left on device" when that is why).
+    What a network's pretraining (``studykit.nets.corruption_net``, ``studykit.nets.autoencoder``) is
+    given to keep its run in, so it never needs to know where the store is.
+
+    Args:
+        root: the store's root (default ``runs/`` of the project, or ``$STUDYKIT_RUNS``).
     """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = root
+
+    def __call__(self, config: Mapping[str, Any]) -> Run:
+        return Run(config, root=self.root)
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.root!r})"
+
+
+def write_atomic(path: Path, write: Callable[[Path], None], what: str = "file") -> None:
+    """Write ``path`` through ``write(tmp)`` and a rename, so readers never see half a file: the
+    one atomic writer of the kit (text, JSON, CSV, ``torch.save``: the functions below).
+
+    The folder is created if missing. On any failure (a full disk, a read-only folder, Ctrl-C)
+    the temporary file is removed and ``path`` keeps its previous content; a failed write
+    raises `RunStoreError` naming the path (and "no space left on device" when that is why).
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
     except BaseException as e:
@@ -232,14 +262,33 @@ def _write_failure(path: Path, e: BaseException, what: str) -> str:
     return f"could not write {what} {path}: {e}"
 
 
+def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
+    """``path.write_text(text)`` through a temporary file (`write_atomic`)."""
+    write_atomic(path, lambda tmp: tmp.write_text(text), what)
+
+
+def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
+    """``path.write_bytes(data)`` through a temporary file (`write_atomic`)."""
+    write_atomic(path, lambda tmp: tmp.write_bytes(data), what)
+
+
 def write_csv_atomic(df: Any, path: Path) -> None:
     """``df.to_csv(path)`` through a temporary file (`write_atomic`)."""
     write_atomic(path, lambda tmp: df.to_csv(tmp, index=False), "table")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """``obj`` as indented, key-sorted JSON through a temporary file (`write_atomic`)."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text), "file")
+    write_text_atomic(path, text)
+
+
+def save_torch_atomic(path: Path, obj: Any, what: str = "file") -> None:
+    """``torch.save(obj, path)`` through a temporary file (`write_atomic`): checkpoints and
+    cached tensors."""
+    import torch
+
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), what)
 
 
 def stored_runs(root: str | os.PathLike | None = None) -> Any:

@@ -1,4 +1,6 @@
-"""``fit``: the one training loop.
+"""``fit``: the one training loop; `ResumableEpochs` and `train_or_load_run`: the one way any
+training here (a classifier, the corruption network, a decoder) checkpoints, resumes and is
+stored.
 
 SGD with momentum (optionally Nesterov), a cosine or multi-step schedule with linear warm-up
 (computed per iteration from the global step, so the schedule has no state to lose), weight
@@ -9,6 +11,12 @@ seeded from (seed, epoch), so the epoch number is its position).
 
 The loop never looks at the method's name: what differs between methods lives in
 ``method.prepare_model``, ``method.training_step`` and ``method.eval_model``.
+
+`ResumableEpochs` owns a training's checkpoint (restore at the start, an atomic save after
+every epoch, the history); `train_or_load_run` owns a stored run (the lock, loading a finished
+run, moving an unusable checkpoint aside, ``config.json``, ``history.csv``, ``DONE``). ``fit``,
+``studykit.nets.corruption_net.pretrain_corruption_net`` and ``studykit.nets.autoencoder`` go through
+them; a network's pretraining is handed its run (``studykit.runs.RunStore``) by its caller.
 """
 
 from __future__ import annotations
@@ -17,18 +25,22 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from studykit.methods import Method
 from studykit.rng import derive_seed
+from studykit.runs import RunStoreError, save_torch_atomic, write_csv_atomic
+
+if TYPE_CHECKING:  # the trainer needs no method at import (methods import the networks)
+    from studykit.methods import Method
+    from studykit.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +121,7 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def _save_atomic(obj: Any, path: Path) -> None:
     # A failed save (full disk, Ctrl-C) removes its temporary file and keeps the previous
     # checkpoint; the error names the path.
-    from studykit.runs import write_atomic
-
-    write_atomic(path, lambda tmp: torch.save(obj, tmp), "checkpoint")
+    save_torch_atomic(path, obj, "checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -128,6 +138,139 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"{path} is not a studykit checkpoint (keys missing)")
     return state
+
+
+class ResumableEpochs:
+    """The epochs of a training that checkpoints after every epoch and resumes exactly.
+
+    At construction the state saved in ``checkpoint`` (when it exists) is restored into
+    ``parts`` (name -> anything with ``state_dict``/``load_state_dict``: model, optimizer,
+    scheduler, method), with the epoch reached, the history and, when ``rng`` names the
+    training's device, the global RNG states. `end_epoch` appends an epoch's record to the
+    history and writes ``{**parts, "epoch", "history"[, "rng_cpu", "rng_cuda"]}`` atomically::
+
+        loop = ResumableEpochs(epochs, checkpoint, {"model": net, "optimizer": opt})
+        for epoch in loop.remaining():
+            ...  # one epoch; its randomness drawn from (seed, epoch) or the saved state
+            loop.end_epoch({"epoch": epoch + 1, "loss": ...})
+
+    A resumed training then equals an uninterrupted one bit for bit. ``checkpoint=None``: no
+    checkpoint (the history is still kept).
+
+    Raises:
+        CheckpointError: (at construction) the checkpoint cannot be read or does not fit
+            ``parts``.
+    """
+
+    def __init__(self, epochs: int, checkpoint: str | os.PathLike | None,
+                 parts: Mapping[str, Any], *, rng: torch.device | str | None = None,
+                 what: str = "training") -> None:
+        self.epochs = epochs
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.parts = dict(parts)
+        self.rng = torch.device(rng) if rng is not None else None
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        if self.checkpoint is not None and self.checkpoint.exists():
+            state = load_checkpoint(self.checkpoint)
+            try:
+                for name, part in self.parts.items():
+                    part.load_state_dict(state[name])
+                if self.rng is not None:
+                    torch.set_rng_state(state["rng_cpu"])
+                    if self.rng.type == "cuda" and state.get("rng_cuda") is not None:
+                        torch.cuda.set_rng_state(state["rng_cuda"], self.rng)
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(
+                    f"checkpoint {self.checkpoint} does not fit this model: {e}") from e
+            self.start_epoch, self.history = int(state["epoch"]), list(state["history"])
+            log.info("resuming %s from %s at epoch %d/%d", what, self.checkpoint,
+                     self.start_epoch, epochs)
+
+    def remaining(self) -> range:
+        """The epochs (0-based) still to train."""
+        return range(self.start_epoch, self.epochs)
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        """Record a finished epoch and checkpoint the training's state after it."""
+        self.history.append(record)
+        if self.checkpoint is None:
+            return
+        state = {name: part.state_dict() for name, part in self.parts.items()}
+        state.update(epoch=len(self.history), history=self.history)
+        if self.rng is not None:
+            state["rng_cpu"] = torch.get_rng_state()
+            state["rng_cuda"] = (torch.cuda.get_rng_state(self.rng) if self.rng.type == "cuda"
+                                 else None)
+        _save_atomic(state, self.checkpoint)
+
+
+T = TypeVar("T")
+
+
+def train_or_load_run(
+    run: Run, *, load: Callable[[dict[str, Any]], T],
+    train: Callable[[Path], tuple[T, pd.DataFrame]], data_key: str | None = None,
+    before_training: Callable[[], None] | None = None,
+) -> tuple[T, bool]:
+    """The one train-or-load path of a stored run (a classifier, a corruption network, a
+    decoder), under the run's lock.
+
+    A finished run is loaded: ``load(checkpoint state)``; one that cannot be (a truncated
+    checkpoint, another architecture: `CheckpointError`, ``RuntimeError``, ``KeyError``) is
+    moved aside and trained again. Otherwise ``before_training()``, ``config.json``,
+    ``train(checkpoint path)`` (which resumes from it, e.g. through `ResumableEpochs`; a
+    `CheckpointError` moves the checkpoint aside and trains once more from scratch),
+    ``history.csv`` (the returned history) and ``DONE``.
+
+    Args:
+        run: the run's folder (``studykit.runs.Run``).
+        load: the result from a finished run's checkpoint.
+        train: trains, checkpointing to the path given; returns the result and its history.
+        data_key: a fingerprint of the training data, recorded in ``config.json``; a
+            checkpoint, finished or not, recorded with another one is moved aside.
+        before_training: called once training is known to be needed (after the checks),
+            before ``config.json`` is written.
+
+    Returns:
+        The result, and whether this call trained (or resumed) rather than loaded it.
+
+    Raises:
+        RunStoreError: the run has to be trained and the store is read-only.
+    """
+    with run.lock():
+        if data_key is not None:
+            stored = run.stored_data_fingerprint()
+            if run.checkpoint.exists() and stored is not None and stored != data_key:
+                _discard(run, f"trained on other data (fingerprint {stored}, now {data_key})")
+        if run.is_done:
+            try:
+                result = load(load_checkpoint(run.checkpoint))
+            except (CheckpointError, RuntimeError, KeyError) as e:
+                _discard(run, f"{type(e).__name__}: {e}")
+            else:
+                if not (run.dir / "config.json").exists() and run.writable:
+                    run.write_config(restored=True)  # it was damaged and moved aside
+                return result, False
+        run.require_writable("train")
+        if before_training is not None:
+            before_training()
+        run.write_config(**({} if data_key is None else {"data_fingerprint": data_key}))
+        try:
+            result, history = train(run.checkpoint)
+        except CheckpointError as e:
+            run.discard_checkpoint(str(e))
+            result, history = train(run.checkpoint)
+        write_csv_atomic(history, run.history_csv)
+        run.mark_done()
+        return result, True
+
+
+def _discard(run: Run, reason: str) -> None:
+    if not run.writable:
+        raise RunStoreError(f"the stored run {run.dir} cannot be used ({reason}), and the run "
+                            "store is read-only, so it cannot be retrained there")
+    run.discard_checkpoint(reason)
 
 
 @torch.no_grad()
@@ -186,7 +329,7 @@ def fit(
 
     Raises:
         CheckpointError: the checkpoint exists but cannot be used (the caller decides whether
-            to discard it; see ``studykit.runs``).
+            to discard it, as `train_or_load_run` does).
     """
     device = torch.device(device)
     on_cuda = device.type == "cuda"
@@ -205,28 +348,15 @@ def fit(
     method.seed(derive_seed(cfg.seed, "method"))
     torch.manual_seed(derive_seed(cfg.seed, "global"))
 
-    start_epoch, history = 0, []
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt)
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {ckpt} does not fit this model: {e}") from e
-        method.load_state_dict(state["method"])
-        torch.set_rng_state(state["rng_cpu"])
-        if on_cuda and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        log.info("resuming from %s at epoch %d/%d", ckpt, start_epoch, cfg.epochs)
+    epochs = ResumableEpochs(cfg.epochs, checkpoint_path,
+                             {"model": model, "optimizer": opt, "method": method}, rng=device)
 
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     # Running sums stay on the device and are read once per epoch (and every
     # ``refresh`` steps for the progress bar), so a step never waits for the device to log.
     refresh = 1 if device.type == "cpu" else max(steps_per_epoch // 10, 1)
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in epochs.remaining():
         train_loader.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
@@ -272,20 +402,11 @@ def fit(
         if test_loader is not None:
             record["test_acc"] = evaluate_accuracy(method.eval_model(model), test_loader,
                                                    device=device)
-        history.append(record)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-        if ckpt is not None:
-            _save_atomic({
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "method": method.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if on_cuda else None,
-            }, ckpt)
+        epochs.end_epoch(record)
         for cb in callbacks:
             cb(epoch + 1, record, model)
     model.eval()
-    return FitResult(model=model, history=pd.DataFrame(history), resumed_from_epoch=start_epoch)
+    return FitResult(model=model, history=pd.DataFrame(epochs.history),
+                     resumed_from_epoch=epochs.start_epoch)

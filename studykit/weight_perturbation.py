@@ -90,7 +90,7 @@ def ada_search(
 
     Args:
         net: the corruption network (its own weights are not used; ``phi`` is).
-        phi: the unperturbed parameters, by name (``corruption_nets.base_params``).
+        phi: the unperturbed parameters, by name (``nets.corruption_net.base_params``).
         classifier: f.
         x, y: images in [0, 1] and their clean labels.
         beta: the start (``sample_in_balls``), name -> (N, *shape).

@@ -254,18 +254,27 @@ def test_method_without_corruption_net_says_how_to_get_one(trained):
 
 def test_pretraining_is_stored_and_resumes_like_any_run(tmp_path, monkeypatch):
     import studykit.train as train_module
+    from studykit.runs import RunStore
 
     x_train = (_smooth_images(96, seed=4) * 255).to(torch.uint8)
     x_test = (_smooth_images(32, seed=5) * 255).to(torch.uint8)
     kw = dict(dataset="toy", data_key="abc", channels=4, blocks=1, epochs=3, lr=3e-3,
               batch_size=32)
-    full = pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "a", **kw)
+    full = pretrain_corruption_net(x_train, x_test, store=RunStore(tmp_path / "a"), **kw)
     assert full.trained and full.run.is_done
     assert full.run.dir.parent.name == "corruption_net"
     assert {"psnr", "ssim"} <= set(full.metrics)
     assert full.history["l1"].iloc[-1] < full.history["l1"].iloc[0]
-    again = pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "a", **kw)
+    again = pretrain_corruption_net(x_train, x_test, store=RunStore(tmp_path / "a"), **kw)
     assert not again.trained
+    assert again.metrics == full.metrics
+    for a, b in zip(full.net.state_dict().values(), again.net.state_dict().values()):
+        assert torch.equal(a, b)
+    # Without a store: trained here, the same net, nothing written.
+    unstored = pretrain_corruption_net(x_train, x_test, **kw)
+    assert unstored.trained and unstored.run is None
+    for a, b in zip(full.net.state_dict().values(), unstored.net.state_dict().values()):
+        assert torch.equal(a, b)
 
     save = train_module._save_atomic
 
@@ -276,10 +285,37 @@ def test_pretraining_is_stored_and_resumes_like_any_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "_save_atomic", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "b", **kw)
+        pretrain_corruption_net(x_train, x_test, store=RunStore(tmp_path / "b"), **kw)
     monkeypatch.setattr(train_module, "_save_atomic", save)
-    resumed = pretrain_corruption_net(x_train, x_test, runs_root=tmp_path / "b", **kw)
+    resumed = pretrain_corruption_net(x_train, x_test, store=RunStore(tmp_path / "b"), **kw)
     assert resumed.trained
     for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
         assert torch.equal(a, b), k
     assert full.history["l1"].tolist() == resumed.history["l1"].tolist()
+    # A damaged checkpoint of a finished pretraining is moved aside and trained again.
+    full.run.checkpoint.write_bytes(full.run.checkpoint.read_bytes()[:100])
+    redone = pretrain_corruption_net(x_train, x_test, store=RunStore(tmp_path / "a"), **kw)
+    assert redone.trained and list(full.run.dir.glob("checkpoint.corrupt-*.pt"))
+    for a, b in zip(full.net.state_dict().values(), redone.net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_run_experiment_hands_the_method_its_data_and_run_store(tmp_path, monkeypatch):
+    import json
+
+    from studykit import experiment
+
+    hashed = []
+    fingerprint = experiment.data_fingerprint
+    monkeypatch.setattr(experiment, "data_fingerprint",
+                        lambda ds: hashed.append(ds.name) or fingerprint(ds))
+    r = experiment.run_experiment(method="deepaugment", profile="smoke", n_train=64, n_test=32,
+                                  runs_root=str(tmp_path), eval_corruptions=None,
+                                  eval_adversarial=None, progress=False, device="cpu")
+    pre = r.method.pretrained
+    assert pre.trained and pre.run.is_done
+    # Kept in the classifier's store, next to it, for the data the classifier trained on.
+    assert pre.run.dir.parent.parent == r.run.dir.parent.parent
+    stored = json.loads((r.run.dir / "config.json").read_text())
+    assert pre.run.config["data_key"] == stored["data_fingerprint"]
+    assert len(hashed) == 1, "the data is hashed once"

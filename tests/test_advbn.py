@@ -166,12 +166,23 @@ def test_fine_tuning_starts_from_the_base_and_resumes_exactly(tmp_path, trained)
     assert full.history["train_loss"].tolist() == resumed.history["train_loss"].tolist()
 
 
-def test_run_experiment_trains_the_missing_base_and_hashes_it(tmp_path):
+def test_run_experiment_trains_the_missing_base_and_hashes_it(tmp_path, monkeypatch):
+    from studykit import experiment
     from studykit.experiment import resolve_config, run_dir_of, run_experiment
+    from studykit.nets.autoencoder import autoencoder_run
 
     common = {"profile": "smoke", "runs_root": str(tmp_path), "progress": False,
               "eval_corruptions": None, "eval_adversarial": None, "n_train": 128, "n_test": 64}
+    built, hashed = [], []
+    create, fingerprint = experiment.create_method, experiment.data_fingerprint
+    monkeypatch.setattr(experiment, "create_method",
+                        lambda name, **kw: built.append(name) or create(name, **kw))
+    monkeypatch.setattr(experiment, "data_fingerprint",
+                        lambda ds: hashed.append(ds.name) or fingerprint(ds))
     r = run_experiment(method="advbn", steps=1, **common)
+    assert built == ["advbn", "standard"], "each method is built once"
+    assert len(hashed) == 1, "the data is hashed once, for the base run too"
+    monkeypatch.undo()
     base_dir = run_dir_of(method="standard", **common)
     assert (base_dir / "DONE").exists(), "the base run was trained and stored"
     cfg = resolve_config(method="advbn", steps=1, **common)
@@ -185,6 +196,14 @@ def test_run_experiment_trains_the_missing_base_and_hashes_it(tmp_path):
     # The fine-tuned encoder is the base's.
     base = run_experiment(method="standard", **common)
     assert torch.equal(r.model.layer1.conv.weight, base.model.layer1.conv.weight)
+    # The decoder of a classifier run: stored in the classifier's run store, then loaded.
+    ae, hist = autoencoder_run(base, stage=2, epochs=1, batch_size=64, width=8)
+    (ae_dir,) = tmp_path.glob("*/autoencoder/*")
+    assert (ae_dir / "DONE").exists() and (ae_dir / "history.csv").exists()
+    again, hist_again = autoencoder_run(base, stage=2, epochs=1, batch_size=64, width=8)
+    assert hist_again["mse"].tolist() == hist["mse"].tolist()
+    for a, b in zip(ae.decoder.state_dict().values(), again.decoder.state_dict().values()):
+        assert torch.equal(a, b)
     with pytest.raises(ValueError, match="base_method"):
         resolve_config(method="advbn", base_method="advbn", **common)
 

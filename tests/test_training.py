@@ -53,6 +53,26 @@ def test_registry_errors_name_the_allowed():
         methods.create_method("standard", lr=0.1)
 
 
+def test_importing_the_package_registers_every_method_module():
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(methods.__path__)}
+    registered = {methods.get_method_class(n).__module__.rsplit(".", 1)[1]
+                  for n in methods.list_methods()}
+    assert registered <= modules and {"standard", "augmax", "ada", "advbn"} <= registered
+    assert all(f"studykit.methods.{m}" in sys.modules for m in modules)
+
+
+def test_fine_tuning_is_declared_by_the_method_interface():
+    standard, advbn = methods.create_method("standard"), methods.create_method("advbn")
+    assert not standard.finetunes and standard.base_method is None
+    assert standard.finetune_schedule(200) == {} and standard.milestones(20) == []
+    with pytest.raises(TypeError, match="does not fine-tune"):
+        standard.set_base(methods.create_method("standard"), {})
+    assert advbn.finetunes and advbn.base_method == "standard"
+    assert advbn.finetune_schedule(200)["epochs"] == 20 and advbn.milestones(20) == [10]
+
+
 def test_register_twice_is_an_error():
     with pytest.raises(ValueError, match="already registered"):
         methods.register_method("standard")(type("Other", (methods.Method,), {}))

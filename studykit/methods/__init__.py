@@ -1,7 +1,7 @@
 """The method interface and registry.
 
 Every training method is one module in this package behind one interface, so the training loop
-(``studykit.train.fit``) never branches on a method's name:
+(``studykit.train.fit``) and ``studykit.experiment`` never branch on a method's name:
 
     @register_method("augmax")
     class AugMax(Method):
@@ -10,7 +10,13 @@ Every training method is one module in this package behind one interface, so the
         def training_step(self, model, x, y) -> StepOutput
         def eval_model(self, model) -> nn.Module       # e.g. route dual BN to the clean BN
         def set_progress(self, step, total_steps)      # optional: schedules (eps ramp, warm-up)
+        def prepare(self, context: MethodContext)      # optional: data, device, run store
+                                                       # (a pretrained network: AdA)
+        finetunes = True                               # optional: fine-tunes a base run
+        finetune_schedule, milestones, base_method, set_base   # (AdvBN)
 
+Importing this package registers every method: each module in it is imported (as timm's model
+modules register their entry points), so a new method module needs no list kept by hand.
 ``create_method(name, **overrides)`` and ``list_methods(pattern)`` mirror timm's
 ``create_model``/``list_models``.
 """
@@ -20,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,10 +38,6 @@ from studykit.checks import check_dataclass_fields
 from studykit.rng import device_generator
 
 _REGISTRY: dict[str, type[Method]] = {}
-
-# Modules that register methods on import; a method module added here is found by name.
-_METHOD_MODULES = ("standard", "pgd_at", "augmix", "augmax", "augmax_baselines", "robust_augmix",
-                  "maxup", "ada", "deepaugment", "advbn")
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,40 @@ class MethodConfig:
     CHOICES: ClassVar[dict[str, tuple]] = {}
 
 
+@dataclass(frozen=True, kw_only=True)
+class MethodContext:
+    """What ``run_experiment`` hands a method before training (`Method.prepare`).
+
+    Attributes:
+        dataset: the training data (a ``studykit.data.ImageDataset``).
+        data_key: its fingerprint (``studykit.experiment.data_fingerprint``), computed once.
+        device: where training runs.
+        store: the run store, ``store(config) -> run`` (``studykit.runs.RunStore``), where a
+            network the method pretrains is kept; None: pretrained here and not stored.
+        progress: whether to show progress bars.
+    """
+
+    dataset: Any
+    data_key: str
+    device: torch.device
+    store: Callable[[Mapping[str, Any]], Any] | None = None
+    progress: bool = False
+
+
 class Method:
     """Base class: identity model preparation, plain cross-entropy step, model as-is for eval.
 
     A method draws its random numbers (augmentations, attack starts) from ``self.generator``,
     which the trainer seeds from the run's seed and saves in checkpoints.
+
+    A method that fine-tunes a trained base run (``finetunes = True``; AdvBN) declares its
+    training schedule (`finetune_schedule`, `milestones`) and which run it starts from
+    (`base_method`); ``run_experiment`` trains or loads that run and hands it over (`set_base`).
     """
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    finetunes: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         if config is not None and overrides:
@@ -112,11 +140,41 @@ class Method:
         ramp, a warm-up of plain augmentation) must be a pure function of these two numbers,
         so a resumed run equals an uninterrupted one. Default: ignored."""
 
+    def prepare(self, context: MethodContext) -> None:
+        """Called by ``run_experiment`` before training (fresh or resumed) with what it knows:
+        the training data and its fingerprint, the device, the run store. A method that needs a
+        pretrained network of its own (AdA's corruption network) gets it here, from
+        ``context.store``. Default: nothing."""
+
     def setup(self, dataset: Any, *, data_key: str, device: torch.device | str = "cpu",
               runs_root: Any = None, progress: bool = False) -> None:
-        """Called by ``run_experiment`` before training (fresh or resumed) with the training
-        data and its fingerprint: a method that needs a pretrained network of its own (AdA's
-        corruption network) gets it from the run store here. Default: nothing."""
+        """`prepare` outside ``run_experiment`` (a notebook's figures): the context of
+        ``dataset`` with the run store at ``runs_root`` (default: the project's)."""
+        from studykit.runs import RunStore
+
+        self.prepare(MethodContext(dataset=dataset, data_key=data_key,
+                                   device=torch.device(device), store=RunStore(runs_root),
+                                   progress=progress))
+
+    @staticmethod
+    def finetune_schedule(profile_epochs: int) -> dict[str, Any]:
+        """A fine-tuning method's training settings for a profile with ``profile_epochs``
+        epochs (they replace the profile's unless given explicitly). Default: none."""
+        return {}
+
+    @staticmethod
+    def milestones(epochs: int) -> list[float]:
+        """A fine-tuning method's multistep milestones for ``epochs`` epochs. Default: none."""
+        return []
+
+    @property
+    def base_method(self) -> str | None:
+        """The registry key of the run a fine-tuning method starts from; None: from scratch."""
+        return None
+
+    def set_base(self, base_method: Method, state: dict[str, torch.Tensor]) -> None:
+        """The trained base run's method and weights (before `prepare_model`)."""
+        raise TypeError(f"method {self.name!r} does not fine-tune a base run")
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
@@ -150,19 +208,12 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     return deco
 
 
-def _load_all() -> None:
-    for mod in _METHOD_MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
-
-
 def list_methods(pattern: str = "*") -> list[str]:
     """Registered method names matching the fnmatch ``pattern``, sorted."""
-    _load_all()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def get_method_class(name: str) -> type[Method]:
-    _load_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(list_methods())}")
     return _REGISTRY[name]
@@ -177,3 +228,13 @@ def method_config_fields(name: str) -> dict[str, Any]:
     """The Config fields of method ``name`` with their defaults."""
     cls = get_method_class(name)
     return {f.name: f.default for f in dataclasses.fields(cls.Config)}
+
+
+def _import_method_modules() -> None:
+    # Every module of the package registers its methods on import; last in this file, so a
+    # module can import what is defined above.
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_method_modules()

@@ -75,6 +75,8 @@ class AdvBNConfig(MethodConfig):
 @register_method("advbn")
 class AdvBN(Method):
     Config = AdvBNConfig
+    config: AdvBNConfig
+    finetunes = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -93,6 +95,10 @@ class AdvBN(Method):
     def milestones(epochs: int) -> list[float]:
         """Epochs at which the learning rate drops tenfold: halfway (10 of 20 in the paper)."""
         return [epochs / 2]
+
+    @property
+    def base_method(self) -> str:
+        return self.config.base_method
 
     def set_base(self, base_method: Method, state: dict[str, torch.Tensor]) -> None:
         """The trained base run's method and weights, loaded by `prepare_model`."""

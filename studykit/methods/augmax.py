@@ -21,17 +21,22 @@ through the main BN (``studykit.methods.consistency``). Eq. 5 of the paper write
 bn | dubn | dubin (default) | ibn, placed as in the paper (``studykit.normalization``).
 Per-step metrics: ``search_steps`` (mean ascent steps taken per sample) and ``search_cost``
 (sample-steps computed, as a fraction of a search without early stop).
+
+The training step is `AugMaxStrategy`'s, shared with the strategy baselines of Table 10
+(``methods.augmax_baselines``): AugMax is the strategy whose hard view is the adversarial mix of
+random chains (`hard_images`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
-from studykit.augment import augmix_chains, mix, sample_augmix_params
+from studykit.augment import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.checks import AT_LEAST_1
 from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmix import CHAIN_RANGES, NORMS, NormChoice, check_norm
@@ -72,29 +77,62 @@ class AugMaxConfig(MethodConfig):
             raise ValueError(f"augmix_route must be 'clean' or 'aug', got {self.augmix_route!r}")
 
 
-@register_method("augmax")
-class AugMax(NormChoice, Method):
-    Config = AugMaxConfig
+class AugMaxStrategy(NormChoice, Method):
+    """AugMax's training step with the hard view left to the strategy (`hard_images`): AugMax
+    and its Table-10 baselines (``methods.augmax_baselines``) differ only there.
+
+    Chains for the hard view and for the AugMix view are drawn independently, as one batch of
+    2N from the method's generator; the hard view is made in eval mode through the auxiliary
+    BN; the loss is ``three_view_step``'s.
+    """
+
+    def hard_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    params: AugMixParams, g: torch.Generator
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """The hard view of ``x`` (from the AugMix draws ``params``) and its search's metrics;
+        ``g`` draws on ``x``'s device."""
+        raise NotImplementedError
+
+    def step_options(self) -> dict[str, Any]:
+        """Options of ``three_view_step`` (``ce_on_hard``, ``mix_route``). Default: none."""
+        return {}
 
     def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         c = self.config
         g = self.rng(x.device)
         n = x.shape[0]
-        # Independent chains for the AugMax image and for the AugMix image, as one batch.
         params = sample_augmix_params(2 * n, width=c.width, depth=c.depth, severity=c.severity,
                                       alpha=c.alpha, generator=g)
-        chains = augmix_chains(x.repeat(2, 1, 1, 1), params)
-        max_chains, mix_chains = chains[:, :n], chains[:, n:]
+        mix_params = params.select(slice(n, 2 * n))
+        x_mix = mix(x, augmix_chains(x, mix_params), mix_params.w, mix_params.m)
         with bn_route(model, "aug"):
-            search = augmax_search(model, x, y, max_chains, steps=c.steps,
-                                   step_size=c.step_size, early_stop=c.early_stop,
-                                   stop_rule=c.stop_rule, generator=g)
-        x_max = search.images(x, max_chains)
-        x_mix = mix(x, mix_chains, params.w[n:], params.m[n:])
-        out = three_view_step(model, x, y, x_max, x_mix, jsd_lambda=c.jsd_lambda,
-                              ce_on_hard=c.ce_on_augmax, mix_route=c.augmix_route)
-        out.metrics.update(search_metrics(search, n, c.steps))
+            x_hard, metrics = self.hard_images(model, x, y, params.select(slice(0, n)), g)
+        out = three_view_step(model, x, y, x_hard, x_mix, jsd_lambda=c.jsd_lambda,
+                              **self.step_options())
+        out.metrics.update(metrics)
         return out
+
+
+@register_method("augmax")
+class AugMax(AugMaxStrategy):
+    Config = AugMaxConfig
+    config: AugMaxConfig
+
+    def hard_images(self, model, x, y, params, g):
+        return adversarial_mix(model, x, y, augmix_chains(x, params), self.config, g)
+
+    def step_options(self) -> dict[str, Any]:
+        return {"ce_on_hard": self.config.ce_on_augmax, "mix_route": self.config.augmix_route}
+
+
+def adversarial_mix(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chains: torch.Tensor,
+                    c: Any, g: torch.Generator
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+    """AugMax's search for the worst mixing of ``chains`` (options ``steps``, ``step_size``,
+    ``early_stop``, ``stop_rule`` of the Config ``c``): the images and `search_metrics`."""
+    search = augmax_search(model, x, y, chains, steps=c.steps, step_size=c.step_size,
+                           early_stop=c.early_stop, stop_rule=c.stop_rule, generator=g)
+    return search.images(x, chains), search_metrics(search, x.shape[0], c.steps)
 
 
 def search_metrics(search, n: int, steps: int) -> dict[str, torch.Tensor | float]:
@@ -102,4 +140,3 @@ def search_metrics(search, n: int, steps: int) -> dict[str, torch.Tensor | float
     return {"search_steps": search.steps_taken.float().mean(),
             "search_cost": search.computed / max(n * steps, 1),
             "search_start_ce": search.start_loss}
-

@@ -13,6 +13,8 @@ differs:
 
 All draw their randomness from the method's generator and run their inner searches in eval mode
 through the auxiliary BN. ``norm`` defaults to dubin, as AugMax's, to compare strategies alone.
+The training step is AugMax's (``methods.augmax.AugMaxStrategy``); each baseline says how its
+hard view is made (``hard_images``).
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.attacks import attack_mode, pgd
-from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
+from studykit.augmax_search import STOP_RULES, check_stop_rule
 from studykit.augment import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.checks import AT_LEAST_1
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
-from studykit.methods.augmax import search_metrics
-from studykit.methods.augmix import CHAIN_RANGES, NORMS, NormChoice, check_norm
-from studykit.methods.consistency import three_view_step
-from studykit.normalization import bn_route
+from studykit.methods import MethodConfig, register_method
+from studykit.methods.augmax import AugMaxStrategy, adversarial_mix
+from studykit.methods.augmix import CHAIN_RANGES, NORMS, check_norm
 
 
 def worst_of_k_levels(
@@ -84,27 +84,8 @@ class BaselineConfig(MethodConfig):
         check_stop_rule(self.stop_rule)
 
 
-class _Baseline(NormChoice, Method):
+class _Baseline(AugMaxStrategy):
     Config = BaselineConfig
-
-    def hard_images(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    params: AugMixParams, g: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """The hard view and its search's metrics; ``g`` draws on ``x``'s device."""
-        raise NotImplementedError
-
-    def training_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        c = self.config
-        g = self.rng(x.device)
-        n = x.shape[0]
-        params = sample_augmix_params(2 * n, width=c.width, depth=c.depth, severity=c.severity,
-                                      alpha=c.alpha, generator=g)
-        mix_params = params.select(slice(n, 2 * n))
-        x_mix = mix(x, augmix_chains(x, mix_params), mix_params.w, mix_params.m)
-        with bn_route(model, "aug"):
-            x_hard, metrics = self.hard_images(model, x, y, params.select(slice(0, n)), g)
-        out = three_view_step(model, x, y, x_hard, x_mix, jsd_lambda=c.jsd_lambda)
-        out.metrics.update(metrics)
-        return out
 
 
 @register_method("augmix_pgdat")
@@ -136,7 +117,4 @@ class AdvMax(_Baseline):
         c = self.config
         _, chains = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
                                       generator=g)
-        s = augmax_search(model, x, y, chains, steps=c.steps, step_size=c.step_size,
-                          early_stop=c.early_stop, stop_rule=c.stop_rule,
-                          generator=g)
-        return s.images(x, chains), search_metrics(s, x.shape[0], c.steps)
+        return adversarial_mix(model, x, y, chains, c, g)

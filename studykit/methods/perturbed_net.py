@@ -14,10 +14,11 @@ corrupts every image, as Eq. 3 minimizes the loss on c_{phi+beta}(x) alone (``cl
 the network and the guard. ``clean=True`` trains on the whole clean batch besides the corrupted
 one (twice the images per step), a reading of "clean + AdA" the paper's text does not support.
 
-The corruption network comes from the run store (``studykit.nets.corruption_net``):
-``run_experiment`` calls ``setup`` with the training data before training, which loads the
-pretrained net or trains it first. Outside ``run_experiment`` (tests, benchmarks, notebook
-figures) call ``setup`` or ``attach(net)`` yourself.
+The corruption network is pretrained (``studykit.nets.corruption_net``) and kept in the run store
+that ``run_experiment`` hands the method with the training data before training
+(``prepare(context)``), which loads the pretrained net or trains it first. Outside
+``run_experiment`` (tests, benchmarks, notebook figures) call ``setup(dataset, ...)`` or
+``attach(net)`` yourself.
 
 AugMix is the last stage of the paper's pipeline (Appendix A). ``augmix="jsd"`` is AugMix as
 its paper trains it: CE on the batch plus lambda JSD over the batch and two AugMix views of it;
@@ -26,7 +27,6 @@ its paper trains it: CE on the batch plus lambda JSD over the batch and two AugM
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ from torch import nn
 from studykit.augment import augmix, augmix_views
 from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
 from studykit.losses import jsd_consistency
-from studykit.methods import Method, MethodConfig, StepOutput
+from studykit.methods import Method, MethodConfig, MethodContext, StepOutput
 from studykit.nets.corruption_net import (
     CorruptionNet,
     base_params,
@@ -92,14 +92,15 @@ class PerturbedNetMethod(Method):
         super().__init__(*args, **kwargs)
         self.net: CorruptionNet | None = None
 
-    def setup(self, dataset: Any, *, data_key: str, device: torch.device | str = "cpu",
-              runs_root: str | os.PathLike | None = None, progress: bool = False) -> None:
-        """Load the pretrained corruption network for ``dataset`` (training it if missing)."""
-        c = self.config
+    def prepare(self, context: MethodContext) -> None:
+        """Load the pretrained corruption network for the context's data from its run store
+        (pretraining it there first when it is missing)."""
+        c, ds = self.config, context.dataset
         pre = pretrain_corruption_net(
-            dataset.x_train, dataset.x_test, dataset=dataset.name, data_key=data_key,
+            ds.x_train, ds.x_test, dataset=ds.name, data_key=context.data_key,
             channels=c.net_channels, blocks=c.net_blocks, epochs=c.net_epochs, lr=c.net_lr,
-            batch_size=c.net_batch_size, device=device, runs_root=runs_root, progress=progress)
+            batch_size=c.net_batch_size, device=context.device, store=context.store,
+            progress=context.progress)
         self.pretrained = pre  # its run, history and reconstruction quality
         self.attach(pre.net)
 
@@ -126,7 +127,8 @@ class PerturbedNetMethod(Method):
         """
         if self.net is None:
             raise RuntimeError(f"method {self.name!r} has no corruption network: call "
-                               "setup(dataset, ...) or attach(net) first (run_experiment does)")
+                               "setup(dataset, ...) or attach(net) first (run_experiment "
+                               "prepares it)")
         if next(self.net.parameters()).device != x.device:
             self.attach(self.net.to(x.device))
         with torch.autocast(x.device.type, enabled=False):

@@ -14,9 +14,11 @@ between the two: ``shift_images`` perturbs the encoder's feature statistics
 decodes the shifted features. With m = 0 steps it is the plain reconstruction, the control of
 a shifted test set (the paper's ImageNet-AdvBN and "reconstructed" columns, Table 8).
 
-Training is a stored run (`autoencoder_run`): ``runs/<dataset>/autoencoder/<hash>/`` keyed by
-the classifier's run, the stage and the training settings, with a checkpoint after every epoch
-from which it resumes exactly (the batch order of epoch e is drawn from (seed, e)).
+Training is a stored run (`autoencoder_run`): ``runs/<dataset>/autoencoder/<hash>/`` in the
+classifier's run store (or the one given), keyed by the classifier's run, the stage and the
+training settings, with a checkpoint after every epoch from which it resumes exactly (the batch
+order of epoch e is drawn from (seed, e)); stored through the one train-or-load path
+(``studykit.train.train_or_load_run``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -36,8 +38,7 @@ from tqdm.auto import tqdm
 from studykit.advbn import advbn_deltas, cut_stage, is_relu_cut, shift_features
 from studykit.attacks import attack_mode
 from studykit.rng import derive_seed
-from studykit.runs import Run, write_csv_atomic
-from studykit.train import _save_atomic, load_checkpoint
+from studykit.train import ResumableEpochs, train_or_load_run
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +153,10 @@ def train_decoder(ae: AutoEncoder, x_train: torch.Tensor, *, epochs: int, batch_
     """
     device = next(ae.decoder.parameters()).device
     opt = torch.optim.Adam(ae.decoder.parameters(), lr=lr)
-    start, history = 0, []
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        ae.decoder.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = int(state["epoch"]), list(state["history"])
+    loop = ResumableEpochs(epochs, checkpoint_path, {"model": ae.decoder, "optimizer": opt},
+                           what="decoder training")
     n = x_train.shape[0]
-    for epoch in range(start, epochs):
+    for epoch in loop.remaining():
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
             derive_seed(seed, "autoencoder", epoch)))
@@ -174,25 +171,24 @@ def train_decoder(ae: AutoEncoder, x_train: torch.Tensor, *, epochs: int, batch_
             (mse + tv_weight * tv).backward()
             opt.step()
             sums += torch.stack([mse.detach(), tv.detach()]) * x.shape[0]
-        history.append({"epoch": epoch + 1, "mse": float(sums[0]) / n, "tv": float(sums[1]) / n,
-                        "seconds": time.perf_counter() - t0})
-        log.info("decoder epoch %d/%d mse=%.5f", epoch + 1, epochs, history[-1]["mse"])
-        if checkpoint_path is not None:
-            _save_atomic({"model": ae.decoder.state_dict(), "optimizer": opt.state_dict(),
-                          "epoch": epoch + 1, "history": history}, checkpoint_path)
+        log.info("decoder epoch %d/%d mse=%.5f", epoch + 1, epochs, float(sums[0]) / n)
+        loop.end_epoch({"epoch": epoch + 1, "mse": float(sums[0]) / n,
+                        "tv": float(sums[1]) / n, "seconds": time.perf_counter() - t0})
     ae.decoder.eval()
-    return pd.DataFrame(history)
+    return pd.DataFrame(loop.history)
 
 
 def autoencoder_run(classifier_result: Any, stage: int = 2, *, progress: bool = False,
-                    runs_root: Any = None, **settings: Any) -> tuple[AutoEncoder, pd.DataFrame]:
-    """Train (or load from the run store) the decoder for a stored classifier run.
+                    store: Callable[[Mapping[str, Any]], Any] | None = None,
+                    **settings: Any) -> tuple[AutoEncoder, pd.DataFrame]:
+    """Train (or load from its run) the decoder for a stored classifier run.
 
     Args:
         classifier_result: a `studykit.experiment.ExperimentResult` (its model, run and data).
         stage: the encoder ends after stage 1, 2 or 3 (`studykit.advbn.cut_stage`).
         progress: tqdm bars.
-        runs_root: the run store (default as `studykit.experiment`).
+        store: where the decoder's run is kept, ``store(config) -> run``
+            (``studykit.runs.RunStore``); default: the classifier run's store.
         **settings: any of ``AE_DEFAULTS`` (epochs, batch_size, lr, tv_weight, width, seed).
 
     Returns:
@@ -210,22 +206,26 @@ def autoencoder_run(classifier_result: Any, stage: int = 2, *, progress: bool = 
                                  "classifier_run": classifier_result.run.hash,
                                  "classifier_done": classifier_result.run.done_stamp(),
                                  "stage": name, "n_train": int(ds.x_train.shape[0]), **s}
-    run = Run(config, root=runs_root)
-    torch.manual_seed(derive_seed(s["seed"], "autoencoder-init"))
-    ae = AutoEncoder(classifier, name, width=s["width"])
-    with run.lock():
-        if run.is_done:
-            state = load_checkpoint(run.checkpoint)
-            ae.decoder.load_state_dict(state["model"])
-            log.info("loaded autoencoder run %s", run.hash)
-            return ae.eval(), pd.DataFrame(state["history"])
-        run.write_config()
+    run = (store if store is not None else classifier_result.run.store)(config)
+
+    def fresh() -> AutoEncoder:
+        torch.manual_seed(derive_seed(s["seed"], "autoencoder-init"))
+        return AutoEncoder(classifier, name, width=s["width"])
+
+    def load(state: dict[str, Any]) -> tuple[AutoEncoder, pd.DataFrame]:
+        ae = fresh()
+        ae.decoder.load_state_dict(state["model"])
+        log.info("loaded autoencoder run %s", run.hash)
+        return ae.eval(), pd.DataFrame(state["history"])
+
+    def train(checkpoint: Any) -> tuple[tuple[AutoEncoder, pd.DataFrame], pd.DataFrame]:
+        ae = fresh()
         history = train_decoder(ae, ds.x_train, epochs=s["epochs"], batch_size=s["batch_size"],
                                 lr=s["lr"], tv_weight=s["tv_weight"], seed=s["seed"],
-                                checkpoint_path=run.checkpoint, progress=progress)
-        write_csv_atomic(history, run.history_csv)
-        run.mark_done()
-    return ae.eval(), history
+                                checkpoint_path=checkpoint, progress=progress)
+        return (ae.eval(), history), history
+
+    return train_or_load_run(run, load=load, train=train)[0]
 
 
 def shift_images(ae: AutoEncoder, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

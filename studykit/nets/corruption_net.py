@@ -16,18 +16,20 @@ beta = 0: every "corruption" would include a fixed blur. The architecture is EDS
 upsampler; there is no skip from the input image to the output (the identity has to be carried
 by the weights, so perturbing them changes the image).
 
-A pretraining run lives at ``runs/<dataset>/corruption_net/<hash>/`` like any run: keyed by its
-options and the data's fingerprint, ``checkpoint.pt`` after every epoch (resumable), ``DONE``,
-``history.csv`` and ``metrics.json`` (PSNR and SSIM of the reconstructions of the test images).
+Given a run store by its caller (``store``: ``run_experiment`` hands AdA and DeepAugment the
+one the classifier is kept in), a pretraining run lives at ``runs/<dataset>/corruption_net/<hash>/``
+like any run, through the one train-or-load path (``studykit.train.train_or_load_run``): keyed by
+its options and the data's fingerprint, ``checkpoint.pt`` after every epoch (resumable),
+``DONE``, ``history.csv`` and ``metrics.json`` (PSNR and SSIM of the reconstructions of the test
+images).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 
 from studykit.analysis import as_float_images, ssim
 from studykit.rng import derive_seed
-from studykit.runs import Run, write_csv_atomic
+from studykit.train import ResumableEpochs, train_or_load_run
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +138,11 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PretrainedNet:
-    """A pretrained corruption network with its run (``run.dir``), history and metrics."""
+    """A pretrained corruption network with its run (``run.dir``; None when it was not stored),
+    history and metrics."""
 
     net: CorruptionNet
-    run: Run
+    run: Any
     history: pd.DataFrame
     metrics: dict[str, Any]
     trained: bool
@@ -163,9 +166,9 @@ def pretrain_corruption_net(
     x_train: torch.Tensor, x_test: torch.Tensor, *, dataset: str, data_key: str,
     channels: int = 64, blocks: int = 16, epochs: int = 10, lr: float = 1e-3,
     batch_size: int = 128, seed: int = 0, device: torch.device | str = "cpu",
-    runs_root: str | os.PathLike | None = None, progress: bool = False,
+    store: Callable[[Mapping[str, Any]], Any] | None = None, progress: bool = False,
 ) -> PretrainedNet:
-    """The corruption network pretrained to reconstruct ``x_train``: loaded from the run store,
+    """The corruption network pretrained to reconstruct ``x_train``: loaded from its run,
     resumed from its last epoch, or trained (module docstring).
 
     Args:
@@ -178,66 +181,76 @@ def pretrain_corruption_net(
         epochs, lr, batch_size: Adam with a cosine schedule on the L1 loss.
         seed: initial weights and batch order.
         device: where to train.
-        runs_root: the run store (default: ``$STUDYKIT_RUNS`` or ``runs/``).
+        store: where the run is kept: ``store(config)`` gives the run of the pretraining's
+            config (``studykit.runs.RunStore(root)``). None: trained here and not stored.
         progress: a tqdm bar over epochs.
 
     Shape:
         - x_train, x_test: (N, 3, H, W)
     """
-    from studykit.train import _save_atomic, load_checkpoint
-
     config = {"method": "corruption_net", "task": "reconstruction", "dataset": dataset,
               "data_key": data_key, "channels": channels, "blocks": blocks, "epochs": epochs,
               "lr": lr, "batch_size": batch_size, "seed": seed}
-    run = Run(config, root=runs_root)
-    torch.manual_seed(derive_seed(seed, "corruption_net_init"))
-    net = CorruptionNet(channels, blocks).to(device)
-    with run.lock():
-        if run.is_done:
-            state = load_checkpoint(run.checkpoint)
-            net.load_state_dict(state["model"])
-            return PretrainedNet(net.eval(), run, pd.DataFrame(state["history"]),
-                                 run.read_metrics(), trained=False)
-        run.write_config()
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        steps_per_epoch = -(-x_train.shape[0] // batch_size)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / (epochs * steps_per_epoch))))
-        start, history = 0, []
-        if run.checkpoint.exists():
-            state = load_checkpoint(run.checkpoint)
-            net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start, history = int(state["epoch"]), list(state["history"])
-            log.info("resuming corruption-net pretraining %s at epoch %d", run.hash, start)
-        for epoch in tqdm(range(start, epochs), desc="corruption net", disable=not progress):
-            # The batch order and flips of an epoch depend on (seed, epoch) only: resumable.
-            g = torch.Generator().manual_seed(derive_seed(seed, "corruption_net", epoch))
-            order = torch.randperm(x_train.shape[0], generator=g)
-            flips = torch.rand(x_train.shape[0], generator=g) < 0.5
-            net.train()
-            t0, total = time.perf_counter(), 0.0
-            for i in range(0, x_train.shape[0], batch_size):
-                idx = order[i:i + batch_size]
-                xb = as_float_images(x_train[idx]).float().to(device)
-                xb = torch.where(flips[idx].to(device)[:, None, None, None], xb.flip(-1), xb)
-                loss = F.l1_loss(net(xb), xb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * idx.numel()
-            history.append({"epoch": epoch + 1, "l1": total / x_train.shape[0],
-                            "seconds": time.perf_counter() - t0})
-            _save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                          "history": history}, run.checkpoint)
-        net.eval()
+    run = store(config) if store is not None else None
+
+    def fresh_net() -> CorruptionNet:
+        torch.manual_seed(derive_seed(seed, "corruption_net_init"))
+        return CorruptionNet(channels, blocks).to(device)
+
+    def load(state: dict[str, Any]) -> PretrainedNet:
+        net = fresh_net()
+        net.load_state_dict(state["model"])
+        return PretrainedNet(net.eval(), run, pd.DataFrame(state["history"]),
+                             run.read_metrics(), trained=False)
+
+    def train(checkpoint: Any) -> tuple[PretrainedNet, pd.DataFrame]:
+        net = fresh_net()
+        history = _train_reconstruction(net, x_train, epochs=epochs, lr=lr,
+                                        batch_size=batch_size, seed=seed,
+                                        checkpoint=checkpoint, progress=progress)
         metrics = reconstruction_quality(net, x_test)
-        write_csv_atomic(pd.DataFrame(history), run.history_csv)
-        run.update_metrics(metrics)
-        run.mark_done()
-    log.info("corruption net %s: PSNR %.1f dB, SSIM %.4f", run.hash, metrics["psnr"],
-             metrics["ssim"])
-    return PretrainedNet(net, run, pd.DataFrame(history), metrics, trained=True)
+        if run is not None:
+            run.update_metrics(metrics)
+        log.info("corruption net %s: PSNR %.1f dB, SSIM %.4f", run.hash if run else "(unstored)",
+                 metrics["psnr"], metrics["ssim"])
+        return PretrainedNet(net, run, history, metrics, trained=True), history
+
+    if run is None:
+        return train(None)[0]
+    return train_or_load_run(run, load=load, train=train)[0]
+
+
+def _train_reconstruction(net: CorruptionNet, x_train: torch.Tensor, *, epochs: int, lr: float,
+                          batch_size: int, seed: int, checkpoint: Any,
+                          progress: bool) -> pd.DataFrame:
+    """Adam on the L1 reconstruction loss with a per-iteration cosine schedule, checkpointed
+    after every epoch (`ResumableEpochs`); returns the history (``l1``, ``seconds``)."""
+    device = next(net.parameters()).device
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps_per_epoch = -(-x_train.shape[0] // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / (epochs * steps_per_epoch))))
+    loop = ResumableEpochs(epochs, checkpoint,
+                           {"model": net, "optimizer": opt, "scheduler": sched},
+                           what="corruption-net pretraining")
+    for epoch in tqdm(loop.remaining(), desc="corruption net", disable=not progress):
+        # The batch order and flips of an epoch depend on (seed, epoch) only: resumable.
+        g = torch.Generator().manual_seed(derive_seed(seed, "corruption_net", epoch))
+        order = torch.randperm(x_train.shape[0], generator=g)
+        flips = torch.rand(x_train.shape[0], generator=g) < 0.5
+        net.train()
+        t0, total = time.perf_counter(), 0.0
+        for i in range(0, x_train.shape[0], batch_size):
+            idx = order[i:i + batch_size]
+            xb = as_float_images(x_train[idx]).float().to(device)
+            xb = torch.where(flips[idx].to(device)[:, None, None, None], xb.flip(-1), xb)
+            loss = F.l1_loss(net(xb), xb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * idx.numel()
+        loop.end_epoch({"epoch": epoch + 1, "l1": total / x_train.shape[0],
+                        "seconds": time.perf_counter() - t0})
+    net.eval()
+    return pd.DataFrame(loop.history)
