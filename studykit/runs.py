@@ -210,8 +210,9 @@ class Run:
 class RunStore:
     """A run store: ``store(config)`` is the `Run` of ``config`` in it.
 
-    What a network's pretraining (``studykit.nets.corruption_net``, ``studykit.nets.autoencoder``) is
-    given to keep its run in, so it never needs to know where the store is.
+    What a network's pretraining (``studykit.nets.corruption_net``,
+    ``studykit.nets.autoencoder``) is given to keep its run in, so it never needs to know where
+    the store is.
 
     Args:
         root: the store's root (default ``runs/`` of the project, or ``$STUDYKIT_RUNS``).

@@ -15,8 +15,8 @@ The loop never looks at the method's name: what differs between methods lives in
 `ResumableEpochs` owns a training's checkpoint (restore at the start, an atomic save after
 every epoch, the history); `train_or_load_run` owns a stored run (the lock, loading a finished
 run, moving an unusable checkpoint aside, ``config.json``, ``history.csv``, ``DONE``). ``fit``,
-``studykit.nets.corruption_net.pretrain_corruption_net`` and ``studykit.nets.autoencoder`` go through
-them; a network's pretraining is handed its run (``studykit.runs.RunStore``) by its caller.
+``studykit.nets.corruption_net.pretrain_corruption_net`` and ``studykit.nets.autoencoder`` go
+through them; a network's pretraining is handed its run (``studykit.runs.RunStore``) by its caller.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from studykit.rng import derive_seed
 from studykit.runs import RunStoreError, save_torch_atomic, write_csv_atomic
 
 if TYPE_CHECKING:  # the trainer needs no method at import (methods import the networks)
-    from studykit.methods import Method
+    from studykit.methods.base import Method
     from studykit.runs import Run
 
 log = logging.getLogger(__name__)

@@ -577,7 +577,8 @@ def test_dense_chains_and_mixing_read_nothing_back(images_u8, monkeypatch):
     p2 = A.sample_augmix_params(2 * len(x), generator=torch.Generator().manual_seed(1))
     p, p2 = p.to("meta"), p2.to("meta")
     # augmix/augmix_views as a method calls them, with parameters drawn on x's device.
-    monkeypatch.setattr(mixing, "sample_augmix_params", lambda n, **kw: {len(x): p, 2 * len(x): p2}[n])
+    monkeypatch.setattr(mixing, "sample_augmix_params",
+                        lambda n, **kw: {len(x): p, 2 * len(x): p2}[n])
     with HostReads() as reads:
         chains = A.augmix_chains(x, p, as_levels=True)
         A.augmix_chains(x_u8, p)

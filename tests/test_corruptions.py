@@ -471,7 +471,8 @@ def test_motion_blur_matches_imagemagick_loop(images):
                 rows = np.clip(np.arange(32) + dy, 0, 31)
                 cols = np.clip(np.arange(32) + dx, 0, 31)
                 ref[b] += weights[i] * x[b].numpy()[:, rows][:, :, cols]
-        np.testing.assert_allclose(corruptions_filters._motion_blur(x, radius, sigma, angles).numpy(), ref, atol=1e-7)
+        out = corruptions_filters._motion_blur(x, radius, sigma, angles)
+        np.testing.assert_allclose(out.numpy(), ref, atol=1e-7)
 
 
 def test_defocus_kernels_are_normalized_disks():

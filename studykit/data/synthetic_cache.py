@@ -16,7 +16,7 @@ import torch
 from studykit.data.dataset import ImageDataset
 from studykit.data.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES, make_synthetic
 from studykit.locks import file_lock
-from studykit.runs import write_atomic
+from studykit.runs import save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ def load_synthetic(root: Path | None, seed: int, n_train: int, n_test: int) -> I
             return data
         data = make_synthetic(n_train, n_test, seed=seed)
         state = {k: getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test")}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda tmp: torch.save(state, tmp), "synthetic cache")
+        save_torch_atomic(path, state, "synthetic cache")
         log.info("cached synthetic dataset at %s", path)
     return data

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from studykit.checks import AT_LEAST_1, POSITIVE
-from studykit.methods import register_method
+from studykit.methods.base import register_method
 from studykit.methods.perturbed_net import PerturbedNetConfig, PerturbedNetMethod
 from studykit.weight_perturbation import ada_search, median_step_size
 

@@ -39,7 +39,7 @@ from studykit.advbn import (
     head_attack,
 )
 from studykit.checks import NON_NEGATIVE, POSITIVE, Range
-from studykit.methods import Method, MethodConfig, StepOutput, create_method, register_method
+from studykit.methods.base import Method, MethodConfig, StepOutput, create_method, register_method
 from studykit.normalization import set_bn_route
 
 FINETUNE_FRACTION = 20 / 200
@@ -64,7 +64,7 @@ class AdvBNConfig(MethodConfig):
               "eps": POSITIVE}
 
     def __post_init__(self) -> None:
-        from studykit.methods import list_methods
+        from studykit.methods.base import list_methods
 
         choices = [m for m in list_methods() if m != "advbn"]
         if self.base_method not in choices:

@@ -38,8 +38,8 @@ from torch import nn
 from studykit.augmax_search import STOP_RULES, augmax_search, check_stop_rule
 from studykit.augment import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.checks import AT_LEAST_1
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmix import CHAIN_RANGES, NORMS, NormChoice, check_norm
+from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.consistency import three_view_step
 from studykit.normalization import bn_route
 

@@ -29,9 +29,9 @@ from studykit.attacks import attack_mode, pgd
 from studykit.augmax_search import STOP_RULES, check_stop_rule
 from studykit.augment import AugMixParams, augmix_chains, mix, sample_augmix_params
 from studykit.checks import AT_LEAST_1
-from studykit.methods import MethodConfig, register_method
 from studykit.methods.augmax import AugMaxStrategy, adversarial_mix
 from studykit.methods.augmix import CHAIN_RANGES, NORMS, check_norm
+from studykit.methods.base import MethodConfig, register_method
 
 
 def worst_of_k_levels(

@@ -22,7 +22,7 @@ from torch import nn
 from studykit.augment import augmix_views
 from studykit.checks import AT_LEAST_1, POSITIVE, Range
 from studykit.losses import jsd_consistency
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 from studykit.normalization import bn_route, convert_norm, dual_bn_layers, set_bn_route
 
 NORMS = ("bn", "dubn", "dubin", "ibn")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.losses import jsd_consistency
-from studykit.methods import StepOutput
+from studykit.methods.base import StepOutput
 from studykit.normalization import bn_route, dual_bn_layers
 
 

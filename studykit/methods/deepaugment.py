@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studykit.methods import register_method
+from studykit.methods.base import register_method
 from studykit.methods.perturbed_net import PerturbedNetConfig, PerturbedNetMethod
 
 

@@ -37,7 +37,7 @@ from studykit.augment import (
     sample_cutmix_params,
 )
 from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 
 AUGMENTATIONS = ("gauss", "cutout", "cutmix", "augmix")
 

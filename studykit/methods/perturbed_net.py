@@ -37,7 +37,7 @@ from torch import nn
 from studykit.augment import augmix, augmix_views
 from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
 from studykit.losses import jsd_consistency
-from studykit.methods import Method, MethodConfig, MethodContext, StepOutput
+from studykit.methods.base import Method, MethodConfig, MethodContext, StepOutput
 from studykit.nets.corruption_net import (
     CorruptionNet,
     base_params,

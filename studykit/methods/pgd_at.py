@@ -29,7 +29,7 @@ from torch import nn
 
 from studykit.attacks import default_step_size, pgd, pgd_preset
 from studykit.checks import FRACTION
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 from studykit.schedules import EpsRamp
 
 

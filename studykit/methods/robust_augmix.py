@@ -24,8 +24,8 @@ from studykit.attacks import pgd
 from studykit.augment import augmix
 from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
 from studykit.losses import jsd_consistency
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
 from studykit.methods.augmix import CHAIN_RANGES
+from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 from studykit.schedules import EpsRamp
 
 

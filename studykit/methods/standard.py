@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studykit.checks import Range
-from studykit.methods import Method, MethodConfig, StepOutput, register_method
+from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 
 
 @dataclass(frozen=True, kw_only=True)
