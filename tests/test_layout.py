@@ -26,7 +26,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "studykit.nets", "studykit.train"),
     # 3: training methods and evaluation
     ("studykit.methods", "studykit.evaluation", "studykit.analysis.hardness",
-     "studykit.analysis.bn_variance"),
+     "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),
     # 4: experiments and what shows them
     ("studykit.experiment", "studykit.viz", "studykit.widgets", "studykit.claims"),
     # 5: entry points

@@ -24,7 +24,12 @@ from studykit.viz.drops import (  # noqa: E402
     drop_rank_correlation,
     plot_drop_scatter,
 )
-from studykit.viz.images import corruption_gallery, image_grid, to_numpy_images  # noqa: E402
+from studykit.viz.images import (  # noqa: E402
+    corruption_gallery,
+    guard_grid,
+    image_grid,
+    to_numpy_images,
+)
 from studykit.viz.plots import (  # noqa: E402
     corruption_heatmap,
     plot_accuracy_vs_severity,
@@ -37,6 +42,7 @@ from studykit.viz.plots import (  # noqa: E402
     plot_history_columns,
     plot_layer_statistics,
     plot_metric_bars,
+    plot_ssim_density,
 )
 from studykit.viz.save import (  # noqa: E402
     FIGURES_ENV,
@@ -55,6 +61,7 @@ __all__ = [
     "corruption_heatmap",
     "drop_rank_correlation",
     "figures_root",
+    "guard_grid",
     "image_grid",
     "plot_accuracy_vs_severity",
     "plot_bn_variances",
@@ -67,6 +74,7 @@ __all__ = [
     "plot_history_columns",
     "plot_layer_statistics",
     "plot_metric_bars",
+    "plot_ssim_density",
     "save_figure",
     "save_table",
     "to_numpy_images",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.figure
 import matplotlib.pyplot as plt
@@ -119,3 +120,18 @@ def corruption_gallery(
         col_labels.extend(f"s{s}" for s in severities)
     return image_grid(grid, row_labels=list(names), col_labels=col_labels,
                       cell_inches=cell_inches, title=title)
+
+
+def guard_grid(effect: Any, n: int = 6) -> matplotlib.figure.Figure:
+    """Images the SSIM guard caught: original, AdA and guarded rows, titled with the SSIM before
+    and after the guard.
+
+    Args:
+        effect: an ``analysis.ssim.GuardEffect``.
+        n: at most this many columns (the first images when the guard caught none).
+    """
+    show = effect.examples(n)
+    titles = [f"{a:.2f} -> {b:.2f}" for a, b in zip(effect.ssim_before[show].tolist(),
+                                                      effect.ssim_after[show].tolist())]
+    rows = torch.stack([effect.x[show], effect.x_hat[show], effect.x_guarded[show]])
+    return image_grid(rows.cpu(), row_labels=["original", "AdA", "guarded"], col_labels=titles)
