@@ -71,3 +71,17 @@ def test_figure_saver_smoke_goes_to_the_figures_env(monkeypatch, tmp_path):
     plt.close(fig)
     assert path == tmp_path / "nb" / "probe.png"
     assert "(no caption)" in (tmp_path / "nb" / "probe.md").read_text()
+
+
+def test_plot_columns_draws_a_line_per_column_against_the_index():
+    table = pd.DataFrame({"standard": [80.0, 60.0, 40.0], "AdvBN": [82.0, 70.0, 65.0]},
+                         index=pd.Index([0, 1, 4], name="m"))
+    fig = viz.plot_columns(table, ylabel="accuracy (%)", title="shift")
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == ["standard", "AdvBN"]
+    assert lines[1].get_xdata().tolist() == [0, 1, 4]
+    assert lines[1].get_ydata().tolist() == [82.0, 70.0, 65.0]
+    assert ax.get_xlabel() == "m" and ax.get_ylabel() == "accuracy (%)"
+    assert ax.get_title() == "shift"
+    plt.close(fig)

@@ -285,3 +285,13 @@ def plot_ssim_density(per_image: pd.DataFrame, column: str = "ssim_ada", by: str
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_columns(table: pd.DataFrame, *, xlabel: str = "", ylabel: str = "",
+                 title: str = "") -> matplotlib.figure.Figure:
+    """One line per column of ``table`` against its index (``plot_curves`` of a wide table,
+    e.g. ``evaluation.accuracy_on_sets``: a column per model, a row per set)."""
+    x = table.index.name or "index"
+    curves = {str(c): pd.DataFrame({x: table.index.to_numpy(), "value": table[c].to_numpy()})
+              for c in table.columns}
+    return plot_curves(curves, x, "value", xlabel=xlabel or x, ylabel=ylabel, title=title)
