@@ -106,7 +106,7 @@ def ssim_by_radius(
 
 def _percent(correct: pd.Series) -> float:
     """Share of True (%), computed as torch does for a float32 mean."""
-    return 100 * torch.as_tensor(correct.to_numpy()).float().mean().item()
+    return 100 * torch.tensor(correct.to_numpy()).float().mean().item()
 
 
 def ssim_radius_summary(per_image: pd.DataFrame, threshold: float = 0.3) -> pd.DataFrame:
