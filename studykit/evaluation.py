@@ -13,7 +13,8 @@ Models are evaluated in eval mode; their train/eval mode is restored afterwards.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -172,6 +173,69 @@ def accuracy_by_severity(table: pd.DataFrame) -> pd.DataFrame:
     piv = piv.loc[order]
     piv.loc["mean"] = piv.mean()
     return piv
+
+
+def mean_accuracy_by_corruption(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Accuracy (%) per corruption averaged over severities, one column per table.
+
+    Args:
+        tables: label -> ``corruption_table`` output.
+
+    Returns:
+        Rows: the corruptions every table has (alphabetical); columns: the labels.
+    """
+    return pd.DataFrame({label: t.groupby("corruption")["accuracy"].mean()
+                         for label, t in tables.items()}).dropna()
+
+
+def accuracy_on_sets(models: Mapping[str, nn.Module], sets: Mapping[Any, torch.Tensor],
+                     y: torch.Tensor, *, index: str = "set") -> pd.DataFrame:
+    """Accuracy (%) of every model on every image set with the same labels ``y``.
+
+    Args:
+        models: label -> classifier.
+        sets: key -> images (e.g. a test set shifted by m steps, keyed by m).
+        y: the labels of every set.
+        index: name of the index (the sets' keys).
+
+    Returns:
+        Rows: the sets' keys; columns: the models' labels.
+    """
+    return pd.DataFrame({label: [accuracy(model, x, y) for x in sets.values()]
+                         for label, model in models.items()},
+                        index=pd.Index(list(sets), name=index))
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    corruptions: Sequence[str] | str = "benchmark",
+    sets: Mapping[str, torch.Tensor] | None = None,
+    y: torch.Tensor | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Clean accuracy, RA and mCE over ``corruptions``, and accuracy on further image sets, of
+    a model outside the run store (e.g. one routed to its auxiliary BN by ``bn_route``).
+
+    Args:
+        model: classifier taking [0, 1] images.
+        dataset: its test set, clean and corrupted (``corruption_table``).
+        corruptions: names, or ``"benchmark"`` | ``"extra"`` | ``"all"``; RA and mCE are over
+            these.
+        sets: name -> images, each with labels ``y``.
+        y: labels of ``sets``.
+        progress: tqdm bar over the corruptions.
+
+    Returns:
+        The row ``clean_acc, ra, mce`` and one accuracy per set, and the corruption table.
+    """
+    names = list_corruptions(corruptions) if isinstance(corruptions, str) else list(corruptions)
+    table = corruption_table(model, dataset, corruptions=names, progress=progress)
+    row = {"clean_acc": clean_accuracy(model, dataset), "ra": robust_accuracy(table, names),
+           "mce": mean_corruption_error(table, names)}
+    row.update({name: accuracy(model, x, y) for name, x in (sets or {}).items()})
+    return row, table
 
 
 def adversarial_curve(

@@ -154,6 +154,24 @@ def test_project_template_and_unknown_method():
         analysis.project(feats, "umapp")
 
 
+def test_project_views_template_per_view_and_joint_fit_split_back():
+    rng = np.random.default_rng(0)
+    feats = {k: torch.from_numpy(rng.normal(size=(10, 7)).astype(np.float32))
+             for k in ("standard", "augmix", "pgd")}
+    weight = torch.from_numpy(_random_weight())
+    coords, templates = analysis.project_views(feats, "template", fc_weight=weight,
+                                               classes=(0, 1, 2))
+    assert list(coords) == list(feats) and list(templates) == list(feats)
+    for k, f in feats.items():
+        one = analysis.project(f, "template", fc_weight=weight, classes=(0, 1, 2))
+        np.testing.assert_allclose(coords[k], one.coords)
+        np.testing.assert_allclose(templates[k], one.templates)
+    coords, templates = analysis.project_views(feats, "pca", seed=1)
+    joint = analysis.project(torch.cat(list(feats.values())), "pca", seed=1).coords
+    assert templates is None and all(c.shape == (10, 2) for c in coords.values())
+    np.testing.assert_allclose(coords["augmix"], joint[10:20])
+
+
 @pytest.mark.slow
 def test_project_umap_shape():
     feats = np.random.default_rng(0).normal(size=(30, 5))
@@ -329,6 +347,21 @@ def test_feature_divergence_zero_for_same_inputs_positive_for_shifted():
     assert model.training
     with pytest.raises(ValueError, match="unknown stage 'layer9'"):
         analysis.feature_divergence(model, x, x, stages=["layer9"])
+
+
+def test_feature_divergences_rows_per_pair_and_model():
+    models = {"a": _model(0), "b": _model(1)}
+    x = _images(8)
+    others = {"same": x.clone(), "shifted": x * 0.3 + 0.6}
+    div = analysis.feature_divergences(models, x, others, stages=["layer1", "layer2"])
+    assert list(div.columns) == ["stage", "depth", "channels", "divergence", "pair", "model"]
+    assert list(zip(div["pair"], div["model"], div["stage"])) == [
+        (p, m, s) for p in others for m in models for s in ("layer1", "layer2")]
+    np.testing.assert_allclose(div[div["pair"] == "same"]["divergence"], 0, atol=1e-9)
+    one = analysis.feature_divergence(models["b"], x, others["shifted"],
+                                      stages=["layer1", "layer2"])
+    part = div[(div["pair"] == "shifted") & (div["model"] == "b")]
+    np.testing.assert_allclose(part["divergence"], one["divergence"])
 
 
 # --------------------------------------------------------------------------------------------

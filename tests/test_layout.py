@@ -26,9 +26,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "studykit.nets", "studykit.train", "studykit.methods.base"),
     # 3: training methods and evaluation
     ("studykit.methods", "studykit.evaluation", "studykit.analysis.hardness",
-     "studykit.analysis.bn_variance"),
+     "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),
     # 4: experiments and what shows them
-    ("studykit.experiment", "studykit.viz", "studykit.widgets"),
+    ("studykit.experiment", "studykit.comparison", "studykit.viz", "studykit.widgets"),
     # 5: entry points
     ("studykit.study", "studykit.results_page", "studykit.cli", "studykit.__main__"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,6 +173,23 @@ def test_certify_counts_follow_the_noise():
                         alpha=0.001, batch_size=5000, progress=False)
     share = t["count"][0] / 20_000
     assert share == pytest.approx(norm.cdf(0.25 / 0.5), abs=0.015)
+
+
+def test_certified_accuracy_curves_and_table():
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([2, 2, 0])
+    radii = [0.0, 0.5, 5.0]
+    curves = certify.certified_accuracy_curves({"two": Constant(2), "zero": Constant(0)}, x, y,
+                                               radii, sigma=0.5, n0=4, n=100, seed=3)
+    for label, model in (("two", Constant(2)), ("zero", Constant(0))):
+        one = certify.certified_accuracy(
+            certify.certify(model, x, y, sigma=0.5, n0=4, n=100, seed=3, progress=False), radii)
+        pd.testing.assert_frame_equal(curves[label], one)
+    table = certify.certified_accuracy_table(curves)
+    assert table.index.tolist() == ["two", "zero"]
+    assert table.columns.tolist() == ["r=0", "r=0.5", "r=5"]
+    assert table.loc["two", "r=0"] == pytest.approx(200 / 3)
+    assert table.loc["zero", "r=0"] == pytest.approx(100 / 3)
+    assert table.loc["two", "r=5"] == 0.0  # beyond any radius 100 samples can certify
 
 
 def test_spatial_loss_is_the_max_over_its_k_transforms():

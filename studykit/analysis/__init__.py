@@ -15,13 +15,18 @@ or float in [0, 1].
 
 from studykit.analysis.batches import as_float_images
 from studykit.analysis.bn_stats import batch_statistics, bn_running_variance, normalization_layers
-from studykit.analysis.divergence import feature_divergence, symmetric_kl_gaussian
+from studykit.analysis.divergence import (
+    feature_divergence,
+    feature_divergences,
+    symmetric_kl_gaussian,
+)
 from studykit.analysis.features import (
     PROJECTION_METHODS,
     Projection,
     TemplatePlane,
     penultimate,
     project,
+    project_views,
     template_plane,
 )
 from studykit.analysis.ssim import ssim
@@ -34,9 +39,11 @@ __all__ = [
     "batch_statistics",
     "bn_running_variance",
     "feature_divergence",
+    "feature_divergences",
     "normalization_layers",
     "penultimate",
     "project",
+    "project_views",
     "ssim",
     "symmetric_kl_gaussian",
     "template_plane",

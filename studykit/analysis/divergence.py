@@ -8,7 +8,8 @@ divergence of the two Gaussians, averaged over the channels (AdvBN Fig. 5).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -127,3 +128,26 @@ def feature_divergence(
     return pd.DataFrame(rows, columns=["stage", "depth", "channels", "divergence"])
 
 
+
+
+def feature_divergences(
+    models: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    others: Mapping[str, torch.Tensor],
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """``feature_divergence`` between ``x`` and each image set of ``others``, for every model.
+
+    Args:
+        models: label -> model.
+        x: the reference images (e.g. clean test images).
+        others: pair name -> images compared with ``x`` (e.g. ``"clean vs contrast"``).
+        **kwargs: passed to ``feature_divergence`` (``stages``, ``batch_size``, ``eps``).
+
+    Returns:
+        ``feature_divergence``'s rows for each pair (in order) and model (in order), with the
+        columns ``pair`` and ``model`` added.
+    """
+    rows = [feature_divergence(model, x, x_other, **kwargs).assign(pair=pair, model=label)
+            for pair, x_other in others.items() for label, model in models.items()]
+    return pd.concat(rows, ignore_index=True)

@@ -9,7 +9,7 @@ linear layer (`template_plane`). UMAP, t-SNE and PCA are offered as well.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,3 +269,37 @@ def project(
     return Projection(coords=np.asarray(coords, dtype=np.float64), method=method, fitted=fitted)
 
 
+
+
+def project_views(
+    features: Mapping[str, torch.Tensor],
+    method: str = "umap",
+    *,
+    fc_weight: torch.Tensor | None = None,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Project the features of several kinds of the same images (AugMax Fig. 1: standard,
+    AugMix, PGD, AugMax) to 2-D so that the panels compare.
+
+    ``"template"`` projects each kind onto the plane of the class templates (the same plane
+    for every kind); every other method is fitted once on all kinds together and its
+    coordinates split back per kind.
+
+    Args:
+        features: kind -> features, every kind with the same number of rows.
+        method: one of `PROJECTION_METHODS`.
+        fc_weight: the last linear layer's weight (``"template"`` only).
+        classes: the three classes whose templates span the plane (``"template"`` only).
+        seed: random state of UMAP, t-SNE and PCA.
+
+    Returns:
+        kind -> (N, 2) coordinates, and kind -> (3, 2) template positions (None unless
+        ``"template"``).
+    """
+    if method == "template":
+        proj = {k: project(f, "template", fc_weight=fc_weight, classes=classes)
+                for k, f in features.items()}
+        return {k: p.coords for k, p in proj.items()}, {k: p.templates for k, p in proj.items()}
+    joint = project(torch.cat(list(features.values())), method, seed=seed).coords
+    return dict(zip(features, joint.reshape(len(features), -1, 2))), None
