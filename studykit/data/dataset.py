@@ -108,7 +108,8 @@ class ImageDataset:
         Returns:
             A new `ImageDataset` with the same name and classes.
         """
-        idx_train = _balanced_indices(self.y_train, n_train, seeded_generator(seed, "subset", "train"))
+        idx_train = _balanced_indices(self.y_train, n_train,
+                                      seeded_generator(seed, "subset", "train"))
         idx_test = _balanced_indices(self.y_test, n_test, seeded_generator(seed, "subset", "test"))
         test_indices = self.test_indices
         if idx_test is not None:
