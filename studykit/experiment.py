@@ -44,6 +44,7 @@ from studykit.methods import (
 )
 from studykit.paths import data_root
 from studykit.rng import derive_seed
+from studykit.run_integrity import read_table
 from studykit.runs import (
     Run,
     RunStore,
@@ -390,7 +391,10 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     Results live in ``<run>/eval/<key>/``, keyed by the evaluation settings, the run's
     completion stamp (a retrained model is never judged by its predecessor's numbers) and
     whether released CIFAR-C files are present. Runs under the run's lock, so concurrent
-    notebooks asking for the same evaluation compute it once.
+    notebooks asking for the same evaluation compute it once. A stored evaluation with a
+    damaged file (JSON, or a table that is empty, not CSV, cut short, or of other columns or
+    row count than written) has it moved aside with one warning and is computed again; a
+    damaged or missing ``metrics.json`` of the run is rewritten.
     """
     ev, rt = cfg["eval"], cfg["runtime"]
     released = any((data_root() / d).is_dir() for d in ("CIFAR-10-C", "CIFAR-100-C"))
@@ -402,9 +406,11 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     with run.lock():
         metrics = read_json(metrics_path)  # None when missing or damaged (moved aside)
         if isinstance(metrics, dict):
-            corr = _read_csv(c_path)
-            adv = _read_csv(a_path)
-            return metrics, corr, adv
+            stored = _stored_tables(ev, c_path, a_path)
+            if stored is not None:
+                if read_json(run.metrics_json) is None and run.writable:
+                    run.update_metrics({**metrics, "eval_key": key})  # it was damaged
+                return metrics, *stored
         metrics, corr, adv = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
         if not run.writable:
             log.warning("run store %s is read-only: this evaluation is not stored", run.dir)
@@ -420,11 +426,31 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     return metrics, corr, adv
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        return None
+# The columns of the tables `_evaluate` writes.
+_TABLE_COLUMNS = {"corruption": ("corruption", "severity", "accuracy", "source"),
+                  "adversarial": ("norm", "eps", "steps", "accuracy")}
+
+
+def _stored_tables(ev: Mapping[str, Any], c_path: Path, a_path: Path
+                   ) -> tuple[pd.DataFrame | None, pd.DataFrame | None] | None:
+    """A stored evaluation's tables; None when one it must have is missing or damaged (empty,
+    not CSV, cut short, other columns or row count than `_evaluate` writes: moved aside with
+    one warning), so that the evaluation is computed again."""
+    from studykit.corruptions import list_corruptions
+
+    c = ev["eval_corruptions"]
+    corr = adv = None
+    if c is not None:
+        names = list_corruptions(c) if isinstance(c, str) else c
+        corr = read_table(c_path, rows=len(names) * len(evaluation.SEVERITIES),
+                          columns=_TABLE_COLUMNS["corruption"])
+        if corr is None:
+            return None
+    if ev["eval_adversarial"] is not None:
+        adv = read_table(a_path, rows=len(ev["eval_eps"]), columns=_TABLE_COLUMNS["adversarial"])
+        if adv is None:
+            return None
+    return corr, adv
 
 
 def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: bool
