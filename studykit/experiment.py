@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from studykit import evaluation, models, profiles
+from studykit import evaluation, models, preflight, profiles
 from studykit.checks import (
     AT_LEAST_1,
     NON_NEGATIVE,
@@ -255,16 +255,13 @@ def _resolve(**params: Any) -> _Resolved:
         if bad:
             raise ValueError(f"unknown corruption(s) {bad}; choose from: "
                              f"{', '.join(list_corruptions('all'))}")
+        if not names:
+            raise ParamError(f"eval_corruptions={c!r} names no corruption; give names, a group "
+                             "(benchmark, extra, all) or None for no corruption evaluation")
     if runtime["device"] == "auto":
         runtime["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(runtime["device"])
-    except RuntimeError:
-        raise ParamError(f"device must be auto, cpu, cuda or cuda:N, got {runtime['device']!r}"
-                         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ParamError(f"device {runtime['device']!r} asked for, but CUDA is not available "
-                         "here; use device=cpu or device=auto")
+    preflight.check_device(runtime["device"])
+    preflight.check_data_size(train)
     cfg = {"train": train, "eval": ev, "runtime": runtime}
     if base is not None:
         cfg["base"] = base[0]
@@ -351,9 +348,17 @@ def _train_or_load(resolved: _Resolved, ds: ImageDataset, data_key: str
                    ) -> tuple[Run, nn.Module, Method, pd.DataFrame, bool]:
     cfg, method = resolved.cfg, resolved.method
     train, rt = cfg["train"], cfg["runtime"]
+    # Before the run folder is touched: images enough for a step, of a size the model takes,
+    # and memory for the model.
+    preflight.check_model_size(train, ds.num_classes, torch.device(rt["device"]))
+    preflight.check_dataset(train, ds)
     run = Run(train, root=rt["runs_root"])
 
     def load(state: dict[str, Any]) -> tuple[nn.Module, pd.DataFrame]:
+        if any(h.get("train_loss") == 0 and h.get("train_acc") == 0 for h in state["history"]):
+            # An epoch without a step (a loss and an accuracy of exactly 0: an older studykit
+            # dropped the only, incomplete batch): an untrained model, never to be used.
+            raise ValueError("it was marked done after an epoch that took no training step")
         model = _build_model(train, ds.num_classes, method)
         model.load_state_dict(state["model"])  # RuntimeError when the architecture changed
         method.load_state_dict(state["method"])

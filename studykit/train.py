@@ -49,7 +49,12 @@ log = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "multistep", "constant")
 
 
-__all__ = ["CheckpointError", "FitResult", "ResumableEpochs", "TrainConfig",
+class TrainingDiverged(ValueError):
+    """The training loss became infinite or NaN (a learning rate too large for the model): the
+    message names the epoch and step; nothing of that epoch is saved."""
+
+
+__all__ = ["CheckpointError", "FitResult", "ResumableEpochs", "TrainConfig", "TrainingDiverged",
            "evaluate_accuracy", "fit", "load_checkpoint", "lr_at", "train_or_load_run"]
 
 
@@ -355,9 +360,14 @@ def fit(
         The trained (prepared) model, the per-epoch history, and the epoch it resumed from.
 
     Raises:
+        ValueError: the loader yields no batch: an epoch would take no step.
+        TrainingDiverged: the loss became infinite or NaN (the epoch is not saved).
         CheckpointError: the checkpoint exists but cannot be used (the caller decides whether
             to discard it, as `train_or_load_run` does).
     """
+    if len(train_loader) == 0:  # never mark done a training that took no step
+        raise ValueError("the training loader yields no batch, so training would take no "
+                         "step; give it training images")
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     amp = cfg.amp if cfg.amp is not None else on_cuda
@@ -415,9 +425,14 @@ def fit(
             for k, v in out.metrics.items():
                 v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
                 sums[k] = sums.get(k, 0.0) + v * b
-            if progress and (i + 1) % refresh == 0:
-                bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
-                                acc=f"{100 * float(correct) / n_seen:.1f}")
+            if (i + 1) % refresh == 0 or i + 1 == steps_per_epoch:
+                loss_now = float(loss_sum)
+                if not math.isfinite(loss_now):
+                    _diverged(f"by step {i + 1} of {steps_per_epoch}: the loss became "
+                              f"{loss_now}", epoch, cfg)
+                if progress:
+                    bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
+                                    acc=f"{100 * float(correct) / n_seen:.1f}")
         record = {
             "epoch": epoch + 1,
             "lr": float(opt.param_groups[0]["lr"]),
@@ -429,6 +444,8 @@ def fit(
         if test_loader is not None:
             record["test_acc"] = evaluate_accuracy(method.eval_model(model), test_loader,
                                                    device=device)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+            _diverged("its last step made the weights infinite or NaN", epoch, cfg)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         epochs.end_epoch(record)
@@ -437,3 +454,12 @@ def fit(
     model.eval()
     return FitResult(model=model, history=pd.DataFrame(epochs.history),
                      resumed_from_epoch=epochs.start_epoch)
+
+
+def _diverged(what: str, epoch: int, cfg: TrainConfig) -> None:
+    # The loss is read every ``refresh`` steps (each step on the CPU, ten times an epoch on a
+    # GPU) and the weights at the end of every epoch, before its checkpoint: a diverged model
+    # is never saved.
+    raise TrainingDiverged(f"training diverged in epoch {epoch + 1} of {cfg.epochs} ({what}) "
+                           f"with lr={cfg.lr:g}; use a smaller lr (nothing of this epoch was "
+                           "saved)")

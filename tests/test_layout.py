@@ -23,7 +23,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     # 2: algorithms on those
     ("studykit.attacks", "studykit.analysis", "studykit.augmax_search", "studykit.advbn",
      "studykit.weight_perturbation", "studykit.ssim_guard", "studykit.certify",
-     "studykit.nets", "studykit.train", "studykit.methods.base"),
+     "studykit.nets", "studykit.train", "studykit.methods.base", "studykit.preflight"),
     # 3: training methods and evaluation
     ("studykit.methods", "studykit.evaluation", "studykit.analysis.hardness",
      "studykit.analysis.bn_variance"),
