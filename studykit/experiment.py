@@ -359,6 +359,9 @@ def _train_or_load(resolved: _Resolved, ds: ImageDataset, data_key: str
             # An epoch without a step (a loss and an accuracy of exactly 0: an older studykit
             # dropped the only, incomplete batch): an untrained model, never to be used.
             raise ValueError("it was marked done after an epoch that took no training step")
+        if state["epoch"] != train["epochs"]:  # an earlier epoch's checkpoint put back
+            raise ValueError(f"it is marked done but holds epoch {state['epoch']} of "
+                             f"{train['epochs']}")
         model = _build_model(train, ds.num_classes, method)
         model.load_state_dict(state["model"])  # RuntimeError when the architecture changed
         method.load_state_dict(state["method"])

@@ -252,6 +252,7 @@ BAD_PARTS = {
     "bad RNG state": (False, lambda s: s.__setitem__("rng_cpu", torch.zeros(3, dtype=torch.uint8))),
     "no history": (False, lambda s: s.pop("history")),
     "history of another length": (False, lambda s: s["history"].append({"epoch": 9})),
+    "an earlier epoch's state, marked done": (True, lambda s: s.update(epoch=0, history=[])),
 }
 
 
