@@ -24,6 +24,7 @@ Damaged JSON files are handled by ``studykit.runs.read_json`` (moved aside, reco
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -245,9 +246,7 @@ def table_problem(path: Path, *, rows: int | None = None, columns: Sequence[str]
     if not text.endswith("\n"):
         return "cut short: the last row is incomplete"
     try:
-        from io import StringIO
-
-        df = pd.read_csv(StringIO(text))
+        df = pd.read_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
         return f"not a table: {' '.join(str(e).split())}"
     if columns is not None and list(df.columns) != list(columns):
