@@ -98,18 +98,33 @@ def _numbers(value: Any) -> list[float]:
     return []
 
 
+# Training runs in float32: a number setting beyond its range (lr=1e300) overflows there.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _holds_float(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType, tuple):
+        return any(_holds_float(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    return tp is float
+
+
 def check_value(key: str, value: Any, tp: Any, allowed: Range | None = None,
                 choices: tuple | None = None) -> None:
-    """Raise `ParamError` unless ``value`` is of type ``tp``, finite, inside ``allowed`` and
-    (if given) one of ``choices``."""
+    """Raise `ParamError` unless ``value`` is of type ``tp``, finite (for a number setting:
+    within float32's range, in which training computes), inside ``allowed`` and (if given) one
+    of ``choices``."""
     if not _matches(value, tp):
         raise ParamError(f"{key} must be {describe_type(tp)}, got {value!r}")
     if choices is not None and value not in choices:
         raise ParamError(f"unknown {key} {value!r}; choose one of: "
                          f"{', '.join(map(str, choices))}")
     for v in _numbers(value):
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):
             raise ParamError(f"{key} must be finite, got {value!r}")
+        if _holds_float(tp) and abs(v) > FLOAT32_MAX:
+            raise ParamError(f"{key} must be finite in float32 (at most {FLOAT32_MAX:.3g} in "
+                             f"size), got {value!r}")
         if allowed is not None and not allowed.contains(v):
             raise ParamError(f"{key} must be {allowed.phrase()}, got {value!r}")
 

@@ -63,24 +63,32 @@ def params_table() -> list[str]:
     from studykit import checks, experiment, methods, profiles
 
     names = profiles.list_profiles()
-    lines = [f"{'key':24} {'type':28} " + " ".join(f"{p:>10}" for p in names) + "  allowed"]
+    rows: list[tuple[str, str, list[Any], str] | str] = []
     defaults = {**experiment.TRAIN_KEYS, **experiment.EVAL_KEYS, **experiment.RUNTIME_KEYS}
     for key, default in defaults.items():
         tp, allowed = experiment.param_spec(key)
         per_profile = [profiles.PROFILES[p].get(key, default) for p in names]
         if key == "profile":
             per_profile = list(names)
-        lines.append(f"{key:24} {tp:28} "
-                     + " ".join(f"{_short(v):>10}" for v in per_profile) + f"  {allowed}")
+        rows.append((key, tp, per_profile, allowed))
     for m in methods.list_methods():
         cls = methods.get_method_class(m).Config
         fields = methods.method_config_fields(m)
-        lines.append("")
-        lines.append(f"method {m} options (-p key=value with -p method={m}):")
+        rows += ["", f"method {m} options (-p key=value with -p method={m}):"]
         for key, default in fields.items():
             tp, allowed = checks.describe_field(cls, key)
             prof = [profiles.method_overrides(p, m).get(key, default) for p in names]
-            lines.append(f"  {key:22} {tp:28} " + " ".join(f"{_short(v):>10}" for v in prof)
+            rows.append(("  " + key, tp, prof, allowed))
+    # Columns as wide as their longest entry, so every profile's value lines up.
+    kw = max(24, *(len(r[0]) for r in rows if isinstance(r, tuple)))
+    tw = max(28, *(len(r[1]) for r in rows if isinstance(r, tuple)))
+    lines = [f"{'key':{kw}} {'type':{tw}} " + " ".join(f"{p:>10}" for p in names) + "  allowed"]
+    for r in rows:
+        if isinstance(r, str):
+            lines.append(r)
+        else:
+            key, tp, values, allowed = r
+            lines.append(f"{key:{kw}} {tp:{tw}} " + " ".join(f"{_short(v):>10}" for v in values)
                          + f"  {allowed}")
     return lines
 
@@ -228,6 +236,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"studykit: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as e:  # out of memory: a resource; anything else: a bug
+        if args.verbose or not _out_of_memory(e):
+            raise
+        print(f"studykit: error: out of memory ({_one_line(e)[:300]}); use smaller settings "
+              "(n_train, n_test, width, batch_size) or a machine with more memory",
+              file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return (isinstance(e, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in str(e) or "out of memory" in str(e))
 
 
 if __name__ == "__main__":

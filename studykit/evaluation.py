@@ -101,7 +101,7 @@ def corruption_table(
         root: data root (default the project's ``data/``).
         seed: seed of the generated corruptions.
         batch_size: images per forward.
-        progress: tqdm bar over (corruption, severity).
+        progress: tqdm bars over (corruption, severity) and over a set being generated.
 
     Returns:
         Columns ``corruption, severity, accuracy, source`` (one row per pair).
@@ -111,7 +111,7 @@ def corruption_table(
     rows = []
     pairs = [(n, s) for n in names for s in severities]
     for name, sev in tqdm(pairs, desc="corruptions", leave=False, disable=not progress):
-        cs = load_corrupted(dataset, name, sev, root=root, seed=seed)
+        cs = load_corrupted(dataset, name, sev, root=root, seed=seed, progress=progress)
         acc = accuracy(model, cs.x, cs.y, batch_size=batch_size)
         rows.append({"corruption": name, "severity": sev, "accuracy": acc, "source": cs.source})
     return pd.DataFrame(rows)

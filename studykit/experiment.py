@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from studykit import evaluation, models, profiles
+from studykit import evaluation, models, preflight, profiles
 from studykit.checks import (
     AT_LEAST_1,
     NON_NEGATIVE,
@@ -44,6 +44,7 @@ from studykit.methods import (
 )
 from studykit.paths import data_root
 from studykit.rng import derive_seed
+from studykit.run_integrity import read_table
 from studykit.runs import (
     Run,
     RunStore,
@@ -254,16 +255,13 @@ def _resolve(**params: Any) -> _Resolved:
         if bad:
             raise ValueError(f"unknown corruption(s) {bad}; choose from: "
                              f"{', '.join(list_corruptions('all'))}")
+        if not names:
+            raise ParamError(f"eval_corruptions={c!r} names no corruption; give names, a group "
+                             "(benchmark, extra, all) or None for no corruption evaluation")
     if runtime["device"] == "auto":
         runtime["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(runtime["device"])
-    except RuntimeError:
-        raise ParamError(f"device must be auto, cpu, cuda or cuda:N, got {runtime['device']!r}"
-                         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ParamError(f"device {runtime['device']!r} asked for, but CUDA is not available "
-                         "here; use device=cpu or device=auto")
+    preflight.check_device(runtime["device"])
+    preflight.check_data_size(train)
     cfg = {"train": train, "eval": ev, "runtime": runtime}
     if base is not None:
         cfg["base"] = base[0]
@@ -350,9 +348,20 @@ def _train_or_load(resolved: _Resolved, ds: ImageDataset, data_key: str
                    ) -> tuple[Run, nn.Module, Method, pd.DataFrame, bool]:
     cfg, method = resolved.cfg, resolved.method
     train, rt = cfg["train"], cfg["runtime"]
+    # Before the run folder is touched: images enough for a step, of a size the model takes,
+    # and memory for the model.
+    preflight.check_model_size(train, ds.num_classes, torch.device(rt["device"]))
+    preflight.check_dataset(train, ds)
     run = Run(train, root=rt["runs_root"])
 
     def load(state: dict[str, Any]) -> tuple[nn.Module, pd.DataFrame]:
+        if any(h.get("train_loss") == 0 and h.get("train_acc") == 0 for h in state["history"]):
+            # An epoch without a step (a loss and an accuracy of exactly 0: an older studykit
+            # dropped the only, incomplete batch): an untrained model, never to be used.
+            raise ValueError("it was marked done after an epoch that took no training step")
+        if state["epoch"] != train["epochs"]:  # an earlier epoch's checkpoint put back
+            raise ValueError(f"it is marked done but holds epoch {state['epoch']} of "
+                             f"{train['epochs']}")
         model = _build_model(train, ds.num_classes, method)
         model.load_state_dict(state["model"])  # RuntimeError when the architecture changed
         method.load_state_dict(state["method"])
@@ -390,7 +399,10 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     Results live in ``<run>/eval/<key>/``, keyed by the evaluation settings, the run's
     completion stamp (a retrained model is never judged by its predecessor's numbers) and
     whether released CIFAR-C files are present. Runs under the run's lock, so concurrent
-    notebooks asking for the same evaluation compute it once.
+    notebooks asking for the same evaluation compute it once. A stored evaluation with a
+    damaged file (JSON, or a table that is empty, not CSV, cut short, or of other columns or
+    row count than written) has it moved aside with one warning and is computed again; a
+    damaged or missing ``metrics.json`` of the run is rewritten.
     """
     ev, rt = cfg["eval"], cfg["runtime"]
     released = any((data_root() / d).is_dir() for d in ("CIFAR-10-C", "CIFAR-100-C"))
@@ -402,9 +414,11 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     with run.lock():
         metrics = read_json(metrics_path)  # None when missing or damaged (moved aside)
         if isinstance(metrics, dict):
-            corr = _read_csv(c_path)
-            adv = _read_csv(a_path)
-            return metrics, corr, adv
+            stored = _stored_tables(ev, c_path, a_path)
+            if stored is not None:
+                if read_json(run.metrics_json) is None and run.writable:
+                    run.update_metrics({**metrics, "eval_key": key})  # it was damaged
+                return metrics, *stored
         metrics, corr, adv = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
         if not run.writable:
             log.warning("run store %s is read-only: this evaluation is not stored", run.dir)
@@ -420,11 +434,31 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     return metrics, corr, adv
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        return None
+# The columns of the tables `_evaluate` writes.
+_TABLE_COLUMNS = {"corruption": ("corruption", "severity", "accuracy", "source"),
+                  "adversarial": ("norm", "eps", "steps", "accuracy")}
+
+
+def _stored_tables(ev: Mapping[str, Any], c_path: Path, a_path: Path
+                   ) -> tuple[pd.DataFrame | None, pd.DataFrame | None] | None:
+    """A stored evaluation's tables; None when one it must have is missing or damaged (empty,
+    not CSV, cut short, other columns or row count than `_evaluate` writes: moved aside with
+    one warning), so that the evaluation is computed again."""
+    from studykit.corruptions import list_corruptions
+
+    c = ev["eval_corruptions"]
+    corr = adv = None
+    if c is not None:
+        names = list_corruptions(c) if isinstance(c, str) else c
+        corr = read_table(c_path, rows=len(names) * len(evaluation.SEVERITIES),
+                          columns=_TABLE_COLUMNS["corruption"])
+        if corr is None:
+            return None
+    if ev["eval_adversarial"] is not None:
+        adv = read_table(a_path, rows=len(ev["eval_eps"]), columns=_TABLE_COLUMNS["adversarial"])
+        if adv is None:
+            return None
+    return corr, adv
 
 
 def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: bool

@@ -2,6 +2,7 @@
 
 Layout: ``runs/<dataset>/<method>/<hash>/`` holding ``config.json`` (the resolved config plus
 package versions and the git revision), ``checkpoint.pt`` (resumable, written every epoch),
+``checkpoint.pt.sha256`` (the checkpoint's digest, checked on load: ``studykit.run_integrity``),
 ``history.csv``, ``metrics.json``, evaluation tables (``*.csv``), and ``DONE`` once training has
 finished. ``lock`` serializes work on one run across processes (two papermill runs asking for
 the same config do not both train it): the second waits and then finds the run done.
@@ -102,6 +103,12 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def digest_path(checkpoint: Path) -> Path:
+    """Where the sha256 of ``checkpoint`` is recorded when it is written
+    (``studykit.run_integrity``): ``<name>.sha256`` next to it."""
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
 class Run:
     """One run's folder.
 
@@ -163,10 +170,13 @@ class Run:
         """Move an unusable checkpoint aside (kept for inspection), forget 'done', and drop the
         evaluations of the discarded model."""
         if self.checkpoint.exists():
-            bad = self.checkpoint.with_name(f"checkpoint.corrupt-{int(time.time())}.pt")
+            bad = self.checkpoint.with_name(f"checkpoint.corrupt-{time.time_ns()}.pt")
             os.replace(self.checkpoint, bad)
+            if digest_path(self.checkpoint).exists():  # kept with it, for inspection
+                os.replace(digest_path(self.checkpoint), digest_path(bad))
             log.warning("checkpoint of run %s unusable (%s); moved to %s and retraining",
                         self.hash, reason, bad.name)
+        digest_path(self.checkpoint).unlink(missing_ok=True)
         self.done_marker.unlink(missing_ok=True)
         shutil.rmtree(self.dir / "eval", ignore_errors=True)
         self.metrics_json.unlink(missing_ok=True)

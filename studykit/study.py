@@ -122,14 +122,19 @@ def run_study(
 
     Raises:
         ValueError: unknown profile or notebook.
+        FileNotFoundError: no notebooks in the folder (a root that is not a checkout).
         RuntimeError: when any notebook failed (after all have run).
     """
     if profile not in profiles.list_profiles():
         allowed = ", ".join(profiles.list_profiles())
         raise ValueError(f"unknown profile {profile!r}; choose one of: {allowed}")
-    chosen = select_notebooks(notebooks, list_notebooks(notebooks_dir))
-    if not chosen:
-        raise ValueError("no notebooks found in notebooks/")
+    available = list_notebooks(notebooks_dir)
+    if not available:
+        folder = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
+        raise FileNotFoundError(
+            f"no notebooks (NN_*.ipynb) in {folder}: studykit study runs the notebook series "
+            "of a studykit checkout; run it in one, or set STUDYKIT_ROOT to one")
+    chosen = select_notebooks(notebooks, available)
     out_dir = Path(output_dir)
     if not out_dir.is_absolute():
         out_dir = project_root() / out_dir

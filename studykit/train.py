@@ -35,8 +35,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from studykit import run_integrity
 from studykit.rng import derive_seed
-from studykit.runs import RunStoreError, save_torch_atomic, write_csv_atomic
+from studykit.run_integrity import CheckpointError
+from studykit.runs import RunStoreError, write_csv_atomic
 
 if TYPE_CHECKING:  # the trainer needs no method at import (methods import the networks)
     from studykit.methods.base import Method
@@ -47,8 +49,13 @@ log = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "multistep", "constant")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be read (truncated, corrupt, or from another model)."""
+class TrainingDiverged(ValueError):
+    """The training loss became infinite or NaN (a learning rate too large for the model): the
+    message names the epoch and step; nothing of that epoch is saved."""
+
+
+__all__ = ["CheckpointError", "FitResult", "ResumableEpochs", "TrainConfig", "TrainingDiverged",
+           "evaluate_accuracy", "fit", "load_checkpoint", "lr_at", "train_or_load_run"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,17 +127,23 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def _save_atomic(obj: Any, path: Path) -> None:
     # A failed save (full disk, Ctrl-C) removes its temporary file and keeps the previous
-    # checkpoint; the error names the path.
-    save_torch_atomic(path, obj, "checkpoint")
+    # checkpoint; the error names the path. The file's sha256 is recorded next to it.
+    run_integrity.save_checkpoint(path, obj, "checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``.
+    """Load a checkpoint with ``weights_only=True``, after checking it against the sha256
+    recorded when it was written (``studykit.run_integrity.verify_checkpoint``).
 
     Raises:
-        CheckpointError: the file is truncated, corrupt or not a studykit checkpoint.
+        CheckpointError: the file is truncated, corrupt, altered since it was written, or not
+            a studykit checkpoint.
     """
     path = Path(path)
+    try:
+        run_integrity.verify_checkpoint(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e})") from e
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -180,10 +193,16 @@ class ResumableEpochs:
                     torch.set_rng_state(state["rng_cpu"])
                     if self.rng.type == "cuda" and state.get("rng_cuda") is not None:
                         torch.cuda.set_rng_state(state["rng_cuda"], self.rng)
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise CheckpointError(
-                    f"checkpoint {self.checkpoint} does not fit this model: {e}") from e
-            self.start_epoch, self.history = int(state["epoch"]), list(state["history"])
+                start, history = int(state["epoch"]), list(state["history"])
+                if not (start == len(history)
+                        and all(isinstance(h, dict) for h in history)):
+                    raise ValueError(f"epoch {start} with {len(history)} epochs of history")
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:  # a part, the RNG state or the history missing or malformed
+                raise CheckpointError(f"checkpoint {self.checkpoint} does not fit this "
+                                      f"training ({type(e).__name__}: {e})") from e
+            self.start_epoch, self.history = start, history
             log.info("resuming %s from %s at epoch %d/%d", what, self.checkpoint,
                      self.start_epoch, epochs)
 
@@ -216,12 +235,15 @@ def train_or_load_run(
     """The one train-or-load path of a stored run (a classifier, a corruption network, a
     decoder), under the run's lock.
 
-    A finished run is loaded: ``load(checkpoint state)``; one that cannot be (a truncated
-    checkpoint, another architecture: `CheckpointError`, ``RuntimeError``, ``KeyError``) is
-    moved aside and trained again. Otherwise ``before_training()``, ``config.json``,
-    ``train(checkpoint path)`` (which resumes from it, e.g. through `ResumableEpochs`; a
-    `CheckpointError` moves the checkpoint aside and trains once more from scratch),
-    ``history.csv`` (the returned history) and ``DONE``.
+    First the folder is checked (``studykit.run_integrity``): temporary files of dead writers
+    are removed, and another run's files (``config.json`` naming another hash) are moved aside.
+    A finished run is loaded: ``load(checkpoint state)``, its ``config.json`` (every field) and
+    ``history.csv`` restored when they were damaged; one that cannot be loaded (a checkpoint
+    altered since it was written, truncated, of another architecture, with parts missing or
+    malformed) is moved aside and trained again. Otherwise ``before_training()``,
+    ``config.json``, ``train(checkpoint path)`` (which resumes from it, e.g. through
+    `ResumableEpochs`; a `CheckpointError` moves the checkpoint aside and trains once more from
+    scratch), ``history.csv`` (the returned history) and ``DONE``.
 
     Args:
         run: the run's folder (``studykit.runs.Run``).
@@ -238,24 +260,34 @@ def train_or_load_run(
     Raises:
         RunStoreError: the run has to be trained and the store is read-only.
     """
+    fingerprint = {} if data_key is None else {"data_fingerprint": data_key}
     with run.lock():
+        if run.writable:
+            run_integrity.remove_stale_temp_files(run.dir)
+        run_integrity.check_owner(run)
         if data_key is not None:
             stored = run.stored_data_fingerprint()
             if run.checkpoint.exists() and stored is not None and stored != data_key:
                 _discard(run, f"trained on other data (fingerprint {stored}, now {data_key})")
         if run.is_done:
             try:
-                result = load(load_checkpoint(run.checkpoint))
-            except (CheckpointError, RuntimeError, KeyError) as e:
+                state = load_checkpoint(run.checkpoint)
+                result = load(state)
+            except torch.OutOfMemoryError:
+                raise
+            except (CheckpointError, RuntimeError, KeyError, ValueError, TypeError,
+                    AttributeError, IndexError) as e:  # damaged: not this model's checkpoint
                 _discard(run, f"{type(e).__name__}: {e}")
             else:
                 if not (run.dir / "config.json").exists() and run.writable:
-                    run.write_config(restored=True)  # it was damaged and moved aside
+                    # It was damaged and moved aside: every field again, the data too.
+                    run.write_config(restored=True, **fingerprint)
+                run_integrity.repair_history(run, state.get("history"))
                 return result, False
         run.require_writable("train")
         if before_training is not None:
             before_training()
-        run.write_config(**({} if data_key is None else {"data_fingerprint": data_key}))
+        run.write_config(**fingerprint)
         try:
             result, history = train(run.checkpoint)
         except CheckpointError as e:
@@ -328,9 +360,14 @@ def fit(
         The trained (prepared) model, the per-epoch history, and the epoch it resumed from.
 
     Raises:
+        ValueError: the loader yields no batch: an epoch would take no step.
+        TrainingDiverged: the loss became infinite or NaN (the epoch is not saved).
         CheckpointError: the checkpoint exists but cannot be used (the caller decides whether
             to discard it, as `train_or_load_run` does).
     """
+    if len(train_loader) == 0:  # never mark done a training that took no step
+        raise ValueError("the training loader yields no batch, so training would take no "
+                         "step; give it training images")
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     amp = cfg.amp if cfg.amp is not None else on_cuda
@@ -388,9 +425,14 @@ def fit(
             for k, v in out.metrics.items():
                 v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
                 sums[k] = sums.get(k, 0.0) + v * b
-            if progress and (i + 1) % refresh == 0:
-                bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
-                                acc=f"{100 * float(correct) / n_seen:.1f}")
+            if (i + 1) % refresh == 0 or i + 1 == steps_per_epoch:
+                loss_now = float(loss_sum)
+                if not math.isfinite(loss_now):
+                    _diverged(f"by step {i + 1} of {steps_per_epoch}: the loss became "
+                              f"{loss_now}", epoch, cfg)
+                if progress:
+                    bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
+                                    acc=f"{100 * float(correct) / n_seen:.1f}")
         record = {
             "epoch": epoch + 1,
             "lr": float(opt.param_groups[0]["lr"]),
@@ -402,6 +444,8 @@ def fit(
         if test_loader is not None:
             record["test_acc"] = evaluate_accuracy(method.eval_model(model), test_loader,
                                                    device=device)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+            _diverged("its last step made the weights infinite or NaN", epoch, cfg)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         epochs.end_epoch(record)
@@ -410,3 +454,12 @@ def fit(
     model.eval()
     return FitResult(model=model, history=pd.DataFrame(epochs.history),
                      resumed_from_epoch=epochs.start_epoch)
+
+
+def _diverged(what: str, epoch: int, cfg: TrainConfig) -> None:
+    # The loss is read every ``refresh`` steps (each step on the CPU, ten times an epoch on a
+    # GPU) and the weights at the end of every epoch, before its checkpoint: a diverged model
+    # is never saved.
+    raise TrainingDiverged(f"training diverged in epoch {epoch + 1} of {cfg.epochs} ({what}) "
+                           f"with lr={cfg.lr:g}; use a smaller lr (nothing of this epoch was "
+                           "saved)")

@@ -18,12 +18,12 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "studykit.locks", "studykit.devices", "studykit.losses",
      "studykit.schedules", "studykit.profiles"),
     # 1: data, image operations, networks
-    ("studykit.runs", "studykit.data", "studykit.corruptions", "studykit.augment",
-     "studykit.models", "studykit.normalization"),
+    ("studykit.runs", "studykit.run_integrity", "studykit.data", "studykit.corruptions",
+     "studykit.augment", "studykit.models", "studykit.normalization"),
     # 2: algorithms on those
     ("studykit.attacks", "studykit.analysis", "studykit.augmax_search", "studykit.advbn",
      "studykit.weight_perturbation", "studykit.ssim_guard", "studykit.certify",
-     "studykit.nets", "studykit.train", "studykit.methods.base"),
+     "studykit.nets", "studykit.train", "studykit.methods.base", "studykit.preflight"),
     # 3: training methods and evaluation
     ("studykit.methods", "studykit.evaluation", "studykit.analysis.hardness",
      "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),

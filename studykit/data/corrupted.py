@@ -18,7 +18,7 @@ from studykit.corruptions.frost import frost_cache_tag
 from studykit.data.dataset import ImageDataset, dataset_fingerprint
 from studykit.data.loaders import _CIFAR
 from studykit.rng import seeded_generator
-from studykit.runs import save_torch_atomic
+from studykit.runs import RunStoreError, save_torch_atomic
 
 logger = logging.getLogger(__name__)
 _RELEASED_PER_SEVERITY = 10_000
@@ -106,6 +106,7 @@ def load_corrupted(
     cache: bool = True,
     device: torch.device | str | None = None,
     batch_size: int = 1000,
+    progress: bool = True,
 ) -> CorruptedSet:
     """A dataset's test set under one corruption at one severity, CIFAR-C style.
 
@@ -131,6 +132,7 @@ def load_corrupted(
         cache: Read and write the generated-set cache.
         device: Where to run the corruption (default CPU).
         batch_size: Images per corruption call.
+        progress: A progress bar while a set is generated.
 
     Returns:
         The `CorruptedSet` (images on the CPU).
@@ -171,7 +173,8 @@ def load_corrupted(
     generator = seeded_generator("corrupted", seed, name, severity)
     x_out = torch.empty_like(dataset.x_test)
     total = dataset.x_test.shape[0]
-    with tqdm(total=total, desc=f"{name} s{severity}", unit="img", leave=False) as bar:
+    with tqdm(total=total, desc=f"{name} s{severity}", unit="img", leave=False,
+              disable=not progress) as bar:
         for start in range(0, total, batch_size):
             x = dataset.x_test[start : start + batch_size].to(device).float().div_(255)
             x = corrupt(x, name, severity, generator)
@@ -180,7 +183,10 @@ def load_corrupted(
             bar.update(x.shape[0])
     y = dataset.y_test.clone()
     if cache:
-        save_torch_atomic(path, {"x": x_out, "y": y}, "corrupted set")
+        try:
+            save_torch_atomic(path, {"x": x_out, "y": y}, "corrupted set")
+        except RunStoreError as e:  # a full or read-only data folder: made, only not cached
+            logger.warning("%s; continuing without a cache", e)
     return CorruptedSet(name, severity, x_out, y, "generated")
 
 

@@ -33,7 +33,9 @@ class DeviceLoader:
         device: Where the data lives and batches are made.
         train: Shuffle and augment.
         seed: Seed of the shuffling and augmentation.
-        drop_last: Drop the last incomplete batch (default: True when training, else False).
+        drop_last: Drop the last incomplete batch (default: True when training, else False),
+            unless it is the only one: with fewer images than a batch, an epoch is that one
+            batch, never no step at all.
         crop_padding: Zero padding for the random crop; 0 disables cropping.
         flip: Random horizontal flips.
 
@@ -76,7 +78,9 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = self.x.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch whose stream the next pass draws from."""

@@ -15,13 +15,23 @@ import torch
 
 from studykit.data.dataset import ImageDataset
 
+# Labels of a file without a ``classes`` array name classes "0", "1", ...: up to this many.
+MAX_UNNAMED_CLASSES = 100_000
+
+
+class NpzNotFound(FileNotFoundError, ValueError):
+    """The npz file named does not exist: a missing file (FileNotFoundError) and a bad value
+    of the ``dataset`` parameter (ValueError: exit status 2 on the command line)."""
+
 
 def load_npz(path: str | os.PathLike) -> ImageDataset:
     """Load a dataset from an ``.npz`` file.
 
     The file holds ``x_train`` and ``x_test`` (uint8, NHWC with 3 channels, RGB), ``y_train`` and
-    ``y_test`` (integer labels from 0), and optionally ``classes`` (class names in label order;
-    otherwise the names are ``"0"``, ``"1"``, ...).
+    ``y_test`` (integer labels from 0, of any integer dtype: CIFAR's own are uint8; read as
+    int64), and optionally ``classes`` (class names in label order; otherwise the names are
+    ``"0"``, ``"1"``, ... up to the largest label, which must then be below
+    ``MAX_UNNAMED_CLASSES``).
 
     Args:
         path: The ``.npz`` file.
@@ -30,16 +40,16 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
         An `ImageDataset` named ``"npz:<file stem>"``.
 
     Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: Not an npz file, an array is missing or empty, or has the wrong dtype or
-            shape.
+        NpzNotFound: The file does not exist (a FileNotFoundError and a ValueError).
+        ValueError: Not an npz file, an array is missing or empty, has the wrong dtype or
+            shape, or a label is out of range.
 
     Shape:
         - x_train in the file: :math:`(N, H, W, 3)`; in the dataset :math:`(N, 3, H, W)`.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"npz dataset not found: {path}")
+        raise NpzNotFound(f"npz dataset not found: {path}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not an .npz file (a zip archive of arrays, as written by "
                          "numpy.savez); it must hold x_train, y_train, x_test, y_test")
@@ -79,17 +89,23 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
             )
         if x.shape[0] == 0:
             raise ValueError(f"{path}: x_{split} holds no images; each split needs at least one")
-        if y.size and y.min() < 0:
+        if int(y.min()) < 0:
             raise ValueError(f"{path}: y_{split} has negative label {int(y.min())}")
         tensors[f"x_{split}"] = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-        tensors[f"y_{split}"] = torch.from_numpy(y.astype(np.int64))
-    max_label = max(int(arrays["y_train"].max(initial=-1)), int(arrays["y_test"].max(initial=-1)))
+    # Python ints: no overflow whatever the labels' dtype (uint8, uint64, ...).
+    max_label = max(int(arrays["y_train"].max()), int(arrays["y_test"].max()))
     if names is not None:
         classes = tuple(str(c) for c in names.tolist())
         if len(classes) <= max_label:
             raise ValueError(
                 f"{path}: classes has {len(classes)} names but labels go up to {max_label}"
             )
+    elif max_label >= MAX_UNNAMED_CLASSES:
+        raise ValueError(f"{path}: labels go up to {max_label}; without a classes array naming "
+                         f"the classes, labels must be below {MAX_UNNAMED_CLASSES} (add classes, "
+                         "one name per label, or number the labels from 0)")
     else:
         classes = tuple(str(i) for i in range(max_label + 1))
+    for split in ("train", "test"):  # in range now: int64, what the loaders and losses take
+        tensors[f"y_{split}"] = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))
     return ImageDataset(f"npz:{path.stem}", classes=classes, **tensors)

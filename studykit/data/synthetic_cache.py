@@ -2,7 +2,8 @@
 
 Generation takes seconds; the cache makes it once per seed, size and generator version. Two
 processes that want the same set on a fresh machine take turns on a lock file, so it is
-generated once; a damaged cache file is regenerated; a read-only data folder means no cache.
+generated once; a damaged cache file (unreadable, or holding other sizes or dtypes than its
+name says) is regenerated, with one warning; a read-only or full data folder means no cache.
 """
 
 from __future__ import annotations
@@ -16,24 +17,35 @@ import torch
 from studykit.data.dataset import ImageDataset
 from studykit.data.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES, make_synthetic
 from studykit.locks import file_lock
-from studykit.runs import save_torch_atomic
+from studykit.runs import RunStoreError, save_torch_atomic
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def cache_path(root: Path, seed: int, n_train: int, n_test: int) -> Path:
     return root / "synthetic" / f"synthetic-s{seed}-n{n_train}-{n_test}-v{GENERATOR_VERSION}.pt"
 
 
-def _read(path: Path) -> ImageDataset | None:
+def _read(path: Path, n_train: int, n_test: int) -> ImageDataset | None:
     if not path.exists():
         return None
     try:
         state = torch.load(path, weights_only=True)
-        return ImageDataset("synthetic", state["x_train"], state["y_train"], state["x_test"],
+        data = ImageDataset("synthetic", state["x_train"], state["y_train"], state["x_test"],
                             state["y_test"], SYNTHETIC_CLASSES)
+        sizes = (data.x_train.shape[0], data.x_test.shape[0])
+        if sizes != (n_train, n_test):
+            raise ValueError(f"it holds {sizes[0]} + {sizes[1]} images, its name "
+                             f"{n_train} + {n_test}")
+        for y in (data.y_train, data.y_test):
+            if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < len(SYNTHETIC_CLASSES):
+                raise ValueError(f"labels outside 0..{len(SYNTHETIC_CLASSES) - 1}")
+        return data
     except Exception as err:  # a damaged cache is regenerated, not fatal
-        log.warning("ignoring unreadable cache %s: %s", path, err)
+        if str(path) not in _warned:  # read twice (before and under the lock): warned once
+            _warned.add(str(path))
+            log.warning("ignoring unreadable cache %s: %s", path, err)
         return None
 
 
@@ -43,7 +55,7 @@ def load_synthetic(root: Path | None, seed: int, n_train: int, n_test: int) -> I
     if root is None:
         return make_synthetic(n_train, n_test, seed=seed)
     path = cache_path(root, seed, n_train, n_test)
-    data = _read(path)
+    data = _read(path, n_train, n_test)
     if data is not None:
         return data
     try:
@@ -54,11 +66,15 @@ def load_synthetic(root: Path | None, seed: int, n_train: int, n_test: int) -> I
         log.info("data folder %s is not writable: generating without a cache", path.parent)
         return make_synthetic(n_train, n_test, seed=seed)
     with file_lock(path.with_name(path.name + ".lock"), what=f"synthetic cache {path.name}"):
-        data = _read(path)  # another process may have made it while this one waited
+        data = _read(path, n_train, n_test)  # another process may have made it meanwhile
         if data is not None:
             return data
         data = make_synthetic(n_train, n_test, seed=seed)
         state = {k: getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test")}
-        save_torch_atomic(path, state, "synthetic cache")
-        log.info("cached synthetic dataset at %s", path)
+        try:
+            save_torch_atomic(path, state, "synthetic cache")
+        except RunStoreError as e:  # a full disk: the data is made, only not cached
+            log.warning("%s; continuing without a cache", e)
+        else:
+            log.info("cached synthetic dataset at %s", path)
     return data

@@ -93,7 +93,7 @@ class Normalize(nn.Module):
                 f"mean and std need the same, non-zero length; got {mean_t.numel()} and "
                 f"{std_t.numel()}"
             )
-        if bool((std_t <= 0).any()):
+        if std_t.device.type != "meta" and bool((std_t <= 0).any()):  # meta: sizes only
             raise ValueError(f"std must be positive, got {std_t.tolist()}")
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1).clone())
         self.register_buffer("std", std_t.view(1, -1, 1, 1).clone())
@@ -160,6 +160,8 @@ class ImageClassifier(nn.Module):
 
     def _init_weights(self) -> None:
         for module in self.modules():
+            if any(p.is_meta for p in module.parameters(recurse=False)):
+                continue  # built on the meta device for its shapes (studykit.preflight)
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 if module.bias is not None:
