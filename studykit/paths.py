@@ -32,3 +32,21 @@ def data_root() -> Path:
 def runs_root() -> Path:
     """``$STUDYKIT_RUNS`` or ``<project root>/runs``: the run store."""
     return Path(os.environ.get("STUDYKIT_RUNS") or project_root() / "runs")
+
+
+#: The real-image file the tests, benchmarks and notebook 00 use when it is present: a
+#: JPEG-75 copy of 20k CIFAR-10 training and 10k test images, kept beside the checkout.
+REAL_NPZ_ENV = "STUDYKIT_SHARED_NPZ"
+_REAL_NPZ_NAME = "cifar10_jpeg75_20k.npz"
+
+
+def real_data_npz(path: str | os.PathLike = "") -> Path:
+    """The real-image npz file: ``path`` if given (relative to the project root), else
+    ``$STUDYKIT_SHARED_NPZ``, else ``shared/data/cifar10_jpeg75_20k.npz`` in the folder that holds
+    the project. It may not exist; callers skip what needs it."""
+    if path:
+        return project_root() / path
+    env = os.environ.get(REAL_NPZ_ENV)
+    if env:
+        return Path(env)
+    return project_root().parent / "shared" / "data" / _REAL_NPZ_NAME
