@@ -35,6 +35,11 @@ Defaults of this package (not in the paper) for the other architectures, by anal
 
 * ``preact_resnet18``/``preact_resnet50``: ``layer{1,2,3}.*.bn1`` (the first norm of each
   block in the first three of four stages, as for ResNet-18).
+* ``wrn50_2``: ``layer{1,2,3}.*.bn1`` (the BN after each bottleneck's 1x1 reduce conv, as
+  for ResNeXt-29, in the first three of four stages, as for ResNet-18).
+* ``resnet110``/``preact_resnet110``/``wrn28_10``: the first BN of every block in the first two
+  of their three stages (``layer{1,2}.*.bn1``, ``block{1,2}.*.bn1``), as AugMax does for the
+  three-stage WRN-40-2.
 * ``small_cnn``: ``layer{1,2,3}.bn``. It has four stages (w, 2w, 4w, 4w channels at 32, 16,
   8 and 4 pixels), one conv-norm each, like ResNet-18's four stages of blocks; DuBIN goes where
   ResNet-18 has it, in the first three stages, and the last (4x4) stage stays DuBN.
@@ -89,6 +94,10 @@ DEFAULT_PLACEMENTS: dict[str, tuple[str, ...]] = {
     "preact_resnet18": ("layer1.*.bn1", "layer2.*.bn1", "layer3.*.bn1"),
     "preact_resnet50": ("layer1.*.bn1", "layer2.*.bn1", "layer3.*.bn1"),
     "small_cnn": ("layer1.bn", "layer2.bn", "layer3.bn"),
+    "wrn50_2": ("layer1.*.bn1", "layer2.*.bn1", "layer3.*.bn1"),
+    "resnet110": ("layer1.*.bn1", "layer2.*.bn1"),
+    "preact_resnet110": ("layer1.*.bn1", "layer2.*.bn1"),
+    "wrn28_10": ("block1.*.bn1", "block2.*.bn1"),
 }
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -245,3 +245,27 @@ def test_decoder_learns_resumes_and_advbn_shift_raises_the_classifier_loss(tmp_p
     with torch.no_grad():
         assert F.cross_entropy(trained(shifted), y) > F.cross_entropy(trained(rec), y)
     assert not trained.training
+
+
+@pytest.mark.parametrize("arch, width", [("resnet110", 4), ("preact_resnet110", 4),
+                                         ("wrn28_10", 16), ("wrn50_2", 8)])
+def test_cut_points_and_attack_on_the_papers_networks(arch, width):
+    # Narrow copies of the papers' networks (same depth and names), 8x8 images.
+    torch.manual_seed(0)
+    model = create_model(arch, 10, width=width).eval()
+    cuts = [advbn.cut_stage(model, k) for k in (1, 2, 3)]
+    assert cuts == (["block1", "block2", "block3"] if arch.startswith("wrn28")
+                    else ["layer1", "layer2", "layer3"])
+    x, y = torch.rand(4, 3, 8, 8), torch.arange(4)
+    for k, name in enumerate(cuts, 1):
+        encoder = advbn.encoder_module_names(model, name)
+        later = f"layer{k + 1}" if not arch.startswith("wrn28") else f"block{k + 1}"
+        assert name in encoder and later not in encoder
+        assert advbn.is_relu_cut(model, name) == (arch in ("resnet110", "wrn50_2"))
+    m = _fresh_copy(model)
+    assert advbn.add_auxiliary_bn(m, "layer1" if cuts[0] == "layer1" else "block1") > 0
+    f = m.forward_until(x, cuts[0])
+    shifted = advbn.head_attack(m, f, y, cuts[0], steps=1, step_size=0.2, eps=1.1)
+    assert shifted.shape == f.shape and torch.isfinite(m.forward_after(shifted, cuts[0])).all()
+    if advbn.is_relu_cut(m, cuts[0]):
+        assert shifted.min() >= 0

@@ -398,3 +398,31 @@ def test_bn_running_variance_table():
     assert table["aux_var"].isna().all()
     no_stats = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
     assert len(bn_running_variance_table(no_stats)) == 0
+
+
+# The papers' networks of issue 21 (narrow copies: the same depth and module names). DuBIN goes
+# into the first block norm of the first two of three stages (first three of four for wrn50_2).
+NEW_PLACEMENT = {
+    "resnet110": [f"layer{s}.{b}.bn1" for s in (1, 2) for b in range(18)],
+    "preact_resnet110": [f"layer{s}.{b}.bn1" for s in (1, 2) for b in range(18)],
+    "wrn28_10": [f"block{s}.{b}.bn1" for s in (1, 2) for b in range(4)],
+    "wrn50_2": [f"layer{s}.{b}.bn1" for s, n in ((1, 3), (2, 4), (3, 6)) for b in range(n)],
+}
+# stem bn1 + 2 a block + 2 shortcuts; 2 a block + final bn; 2 a block + final bn1;
+# stem bn1 + 3 a block + 4 shortcuts.
+NEW_BATCHNORMS = {"resnet110": 111, "preact_resnet110": 109, "wrn28_10": 25, "wrn50_2": 53}
+
+
+@pytest.mark.parametrize("arch", sorted(NEW_PLACEMENT))
+def test_convert_dubin_on_the_papers_networks(arch):
+    model = small_model(arch)
+    assert len(names_of(model, nn.BatchNorm2d)) == NEW_BATCHNORMS[arch]
+    model = convert_norm(model, "dubin")
+    assert names_of(model, DuBIN) == NEW_PLACEMENT[arch]
+    assert len(list(dual_bn_layers(model))) == NEW_BATCHNORMS[arch]
+    x = images(4, size=8)
+    for route in ("clean", "aug"):
+        with bn_route(model.train(), route):
+            y = model(x)
+        y.sum().backward()
+        assert torch.isfinite(y).all() and y.shape == (4, 5)

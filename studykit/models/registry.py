@@ -10,6 +10,13 @@
 - ``preact_resnet50``: pre-activation ResNet-50, the AdA model (after Wong et al.); 23,513,162.
 - ``wrn40_2``: WideResNet-40-2 (AugMix and AugMax code); 2,243,546.
 - ``resnext29``: ResNeXt-29 4x32d (AugMix and AugMax code); 6,807,882.
+- ``resnet110``: CIFAR ResNet-110 (He et al. 2016a; MaxUp): 3 x 18 BasicBlocks, 16/32/64
+  planes, 1x1 projection shortcuts; 1,730,714 (the paper's 1.7M).
+- ``preact_resnet110``: its pre-activation version (He et al. 2016b; MaxUp's option); 1,730,522.
+- ``wrn28_10``: WideResNet-28-10 (MaxUp's option); 36,479,194 (the paper's 36.5M).
+- ``wrn50_2``: Wide ResNet-50-2 with a 3x3 stride-1 stem, no max-pool (RobustAugMix):
+  torchvision's post-activation bottlenecks [3, 4, 6, 3] with a 2x inner width; 66,847,050
+  (torchvision's 68.9M for ImageNet less the 1000-class head and the 7x7 stem).
 
 (Parameter counts for 10 classes at the default width.)
 
@@ -141,7 +148,8 @@ def create_model(
         norm: ``"bn"``, ``"none"`` or a factory ``num_features -> nn.Module`` used for every
             normalization layer.
         width: base width (channels of the first stage); ``None`` for the architecture's
-            default (small_cnn 16, resnet18/preact 64, wrn40_2 32, resnext29 64). Deeper stages
+            default (small_cnn 16, resnet18/preact/wrn50_2 64, resnet110 16, wrn40_2 32,
+            wrn28_10 160, resnext29 64). Deeper stages
             scale with it.
         mean: per-channel input mean of the first-layer `Normalize`; its length sets the
             number of input channels.

@@ -1,4 +1,5 @@
-"""CIFAR ResNet-18 and pre-activation ResNets (He et al. 2016a, 2016b).
+"""CIFAR ResNets: ResNet-18, the three-stage ResNet-110 of He et al. (2016a), pre-activation
+ResNets (He et al. 2016b) and the bottleneck Wide ResNet-50-2 (Zagoruyko & Komodakis 2016).
 """
 
 from __future__ import annotations
@@ -44,10 +45,48 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """Post-activation bottleneck (torchvision, "ResNet v1.5": the stride is on the 3x3 conv):
+    conv1x1-bn1-relu, conv3x3-bn2-relu, conv1x1-bn3, add shortcut, relu.
+
+    The inner width is ``planes * widen`` (``widen = 2`` in `WideBottleneck`); the output has
+    ``planes * 4`` channels. ``shortcut`` is conv1x1 + norm when the shape changes.
+    """
+
+    expansion = 4
+    widen = 1
+
+    def __init__(self, in_ch: int, planes: int, stride: int, norm_layer: NormFactory) -> None:
+        super().__init__()
+        inner, out_ch = planes * self.widen, planes * self.expansion
+        self.conv1 = _conv1x1(in_ch, inner)
+        self.bn1 = norm_layer(inner)
+        self.conv2 = _conv3x3(inner, inner, stride)
+        self.bn2 = norm_layer(inner)
+        self.conv3 = _conv1x1(inner, out_ch)
+        self.bn3 = norm_layer(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(_conv1x1(in_ch, out_ch, stride), norm_layer(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class WideBottleneck(Bottleneck):
+    """`Bottleneck` with a twice-as-wide inner 3x3 (Wide ResNet-50-2)."""
+
+    widen = 2
+
+
 class PreActBlock(nn.Module):
     """Pre-activation basic block (He et al. 2016b): bn-relu-conv-bn-relu-conv + shortcut."""
 
     expansion = 1
+    preact = True
 
     def __init__(self, in_ch: int, planes: int, stride: int, norm_layer: NormFactory) -> None:
         super().__init__()
@@ -72,6 +111,7 @@ class PreActBottleneck(nn.Module):
     """Pre-activation bottleneck: bn-relu-conv1x1, bn-relu-conv3x3, bn-relu-conv1x1 (x4)."""
 
     expansion = 4
+    preact = True
 
     def __init__(self, in_ch: int, planes: int, stride: int, norm_layer: NormFactory) -> None:
         super().__init__()
@@ -96,7 +136,9 @@ class PreActBottleneck(nn.Module):
 
 
 class ResNet(ImageClassifier):
-    """CIFAR ResNet: 3x3 stride-1 stem, no max-pool, four stages of w/2w/4w/8w planes.
+    """CIFAR ResNet: 3x3 stride-1 stem, no max-pool, one stage per entry of ``num_blocks``
+    (``layer1``, ``layer2``, ...) of w/2w/4w/... planes (four for ResNet-18/50, three for
+    ResNet-110).
 
     ``preact=False`` is the post-activation ResNet of kuangliu/pytorch-cifar and AugMax
     (stem conv1-bn1-relu; ``layerK.i.bn1/bn2``; ``shortcut`` = conv1x1 + norm).
@@ -104,17 +146,19 @@ class ResNet(ImageClassifier):
     bn1-relu; projection shortcuts are a bare conv1x1; a final ``bn``-ReLU before pooling).
 
     Args:
-        block: `BasicBlock`, `PreActBlock` or `PreActBottleneck`.
+        block: `BasicBlock`, `Bottleneck`/`WideBottleneck` (post-activation) or `PreActBlock`,
+            `PreActBottleneck` (pre-activation: their class has ``preact = True``).
         num_blocks: blocks per stage.
         num_classes: outputs.
         norm_layer: normalization factory.
-        width: planes of the first stage (default 64).
+        width: planes of the first stage (default ``default_width``).
         mean: input mean.
         std: input std.
         stem_stride: stride of the stem conv (2 for 64x64 inputs as in AugMax).
+        default_width: the first stage's planes when ``width`` is None (64; 16 for ResNet-110).
     """
 
-    stages = ("stem", "layer1", "layer2", "layer3", "layer4")
+    stages = ("stem", "layer1", "layer2", "layer3", "layer4")  # per instance: one per stage
 
     def __init__(
         self,
@@ -126,10 +170,12 @@ class ResNet(ImageClassifier):
         mean: Sequence[float] | torch.Tensor = CIFAR_MEAN,
         std: Sequence[float] | torch.Tensor = CIFAR_STD,
         stem_stride: int = 1,
+        default_width: int = 64,
     ) -> None:
-        w = width or 64
+        w = width or default_width
         super().__init__(num_classes, w, mean, std)
-        self.preact = block is not BasicBlock
+        self.stages = ("stem", *(f"layer{i + 1}" for i in range(len(num_blocks))))
+        self.preact = bool(getattr(block, "preact", False))
         self.relu_stages = frozenset() if self.preact else frozenset(self.stages)
         self.conv1 = _conv3x3(self.in_channels, w, stem_stride)
         self.bn1 = None if self.preact else norm_layer(w)
@@ -173,3 +219,26 @@ def preact_resnet50(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, (3, 4, 6, 3), **kwargs)
 
 
+@register_model("resnet110")
+def resnet110(**kwargs) -> ResNet:
+    """CIFAR ResNet-110 of He et al. (2016a), MaxUp's network: 3 stages of 18 BasicBlocks,
+    16/32/64 planes; 1,730,714 parameters for 10 classes (1x1 projection shortcuts, 2,752
+    more than the paper's parameter-free option A: 1.7M either way)."""
+    kwargs["width"] = kwargs.get("width") or 16
+    return ResNet(BasicBlock, (18, 18, 18), **kwargs)
+
+
+@register_model("preact_resnet110")
+def preact_resnet110(**kwargs) -> ResNet:
+    """Pre-activation ResNet-110 (He et al. 2016b): 3 stages of 18 `PreActBlock`, 16/32/64
+    planes, final BN-ReLU; 1,730,522 parameters for 10 classes."""
+    kwargs["width"] = kwargs.get("width") or 16
+    return ResNet(PreActBlock, (18, 18, 18), **kwargs)
+
+
+@register_model("wrn50_2")
+def wrn50_2(**kwargs) -> ResNet:
+    """Wide ResNet-50-2 for 32x32 inputs (RobustAugMix): torchvision's ``wide_resnet50_2``
+    (post-activation bottlenecks [3, 4, 6, 3], inner 3x3 twice as wide, 2048 features) with the
+    CIFAR stem (3x3 stride-1 conv, no max-pool); 66,847,050 parameters for 10 classes."""
+    return ResNet(WideBottleneck, (3, 4, 6, 3), **kwargs)

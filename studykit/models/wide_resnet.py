@@ -116,3 +116,8 @@ def wrn40_2(**kwargs) -> WideResNet:
     return WideResNet(**kwargs)
 
 
+@register_model("wrn28_10")
+def wrn28_10(**kwargs) -> WideResNet:
+    """WideResNet-28-10 (Zagoruyko & Komodakis 2016; MaxUp's option); 36,479,194 parameters
+    for 10 classes."""
+    return WideResNet(depth=28, widen_factor=10, **kwargs)
