@@ -16,13 +16,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-LIST_SECTIONS = ("datasets", "models", "corruptions", "methods", "profiles", "params")
+LIST_SECTIONS = ("datasets", "models", "corruptions", "methods", "profiles", "params",
+                 "recipes")
 
 DESCRIPTION = "Train, evaluate and compare robust-training methods; run the notebook series."
 EPILOG = """\
 profiles: smoke (seconds, CI), quick (default: minutes on a CPU), paper (GPU, CIFAR-10).
 examples:
   studykit list methods
+  studykit list recipes --profile paper   each paper's training recipe (-p paper=NAME)
   studykit list params            every -p key: type, default per profile, allowed values
   studykit train -p method=augmax -p norm=dubin -p seed=1
   studykit eval --profile quick -p method=augmix -p epochs=5
@@ -93,6 +95,26 @@ def params_table() -> list[str]:
     return lines
 
 
+def recipes_table(profile: str = "paper") -> list[str]:
+    """Lines of ``studykit list recipes``: one row per paper, the recipe `profiles.recipe`
+    resolves at ``profile`` (smoke and quick: the profile's own values in every row)."""
+    from studykit import profiles
+
+    cols = profiles.RECIPE_KEYS
+    rows = [[p] + [_cell(profiles.recipe(profile, p)[k]) for k in cols]
+            for p in profiles.list_recipes()]
+    head = ["paper", *cols]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    return [f"recipes at profile {profile} (-p paper=NAME; explicit keys win):"] + [
+        "  ".join(f"{c:{w}}" for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, tuple):
+        return ",".join(map(str, v)) or "-"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -103,6 +125,9 @@ def _short(v: Any) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "params":
         print("\n".join(params_table()))
+        return 0
+    if args.what == "recipes":
+        print("\n".join(recipes_table(args.profile)))
         return 0
     for title, names in _sections(args.what).items():
         print(f"{title}:")
@@ -171,10 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
                            parser_class=_Parser)
 
     pl = sub.add_parser("list", help="list datasets, models, corruptions, methods, profiles, "
-                                     "params")
+                                     "params, recipes")
     pl.add_argument("what", nargs="?", default=None, choices=LIST_SECTIONS,
                     help="only this section; params: every -p key with its type, default per "
-                         "profile and allowed values")
+                         "profile and allowed values; recipes: each paper's training recipe")
+    pl.add_argument("--profile", default="paper",
+                    help="for 'list recipes': the profile to resolve them at (default paper)")
     pl.set_defaults(func=_cmd_list)
 
     for name, helptext in (("train", "train (or load) one configuration"),

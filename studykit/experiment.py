@@ -79,7 +79,7 @@ EVAL_KEYS: dict[str, Any] = {
 EVAL_VERSION = 2
 
 RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
-                                "runs_root": None, "download": False}
+                                "runs_root": None, "download": False, "paper": None}
 
 
 @dataclass
@@ -146,6 +146,7 @@ _SPECS: dict[str, tuple[Any, Range | None]] = {
     "eval_pgd_steps": (int, NON_NEGATIVE),
     "profile": (str, None), "device": (str, None), "progress": (bool, None),
     "runs_root": (str | os.PathLike | None, None), "download": (bool, None),
+    "paper": (str | None, None),
 }
 _CHOICES: dict[str, tuple] = {"schedule": SCHEDULES, "eval_adversarial": (None, *DEFAULT_EPS)}
 
@@ -158,6 +159,7 @@ def param_spec(key: str) -> tuple[str, str]:
     registries = {"dataset": list_datasets,
                   "arch": models.list_models, "method": list_methods,
                   "profile": profiles.list_profiles,
+                  "paper": lambda: ["None", *profiles.list_recipes()],
                   "eval_corruptions": lambda: ["benchmark", "extra", "all", "a list of names"],
                   "device": lambda: ["auto", "cpu", "cuda", "cuda:N"]}
     if key in registries:
@@ -214,13 +216,27 @@ def _resolve(**params: Any) -> _Resolved:
             f"(method {method!r} options: {', '.join(sorted(method_fields)) or 'none'})"
         )
 
+    # A paper's recipe (``paper="maxup"``): its values for the training keys not given
+    # explicitly; at smoke and quick it is the profile's own values (``profiles.recipe``).
+    paper = params.get("paper")
+    if paper is not None and not isinstance(paper, str):
+        raise ParamError(f"paper must be a name or None, got {paper!r}; choose one of: "
+                         f"{', '.join(profiles.list_recipes())}")
+    rec = (profiles.recipe(profile, paper, batch_size=params.get("batch_size"))
+           if paper is not None else {})
+
     def pick(key: str, defaults: Mapping[str, Any]) -> Any:
-        # An explicit parameter wins over the profile, which wins over the default.
+        # An explicit parameter wins over the recipe, then the profile, then the default.
         if key in params:
             return params[key]
+        if key in rec:
+            return rec[key]
         return prof.get(key, defaults[key])
 
     train = {k: pick(k, TRAIN_KEYS) for k in TRAIN_KEYS}
+    if rec and train["schedule"] == "multistep" and rec["milestones"]:
+        # Only a recipe's multistep schedule adds the key, so other runs keep their hashes.
+        train["milestones"] = list(rec["milestones"])
     ev = {k: pick(k, EVAL_KEYS) for k in EVAL_KEYS}
     runtime = {k: params.get(k, prof.get(k, v)) for k, v in RUNTIME_KEYS.items()}
     overrides = profiles.method_overrides(profile, method)
@@ -286,6 +302,8 @@ def _resolve_base(method: Method, train: dict[str, Any], params: Mapping[str, An
             train[key] = value
     train["milestones"] = method.milestones(train["epochs"])
     base = {k: params[k] for k in _BASE_SHARED if k in params}
+    if params.get("paper") is not None:
+        base["arch"] = train["arch"]  # the recipe's arch: the standard run of the same network
     base["method"] = method.base_method
     resolved = _resolve(**base)
     train["base_run"] = config_hash(resolved.cfg["train"])
@@ -523,7 +541,9 @@ def run_experiment(**params: Any) -> ExperimentResult:
             weight_decay, schedule, warmup_epochs, seed``, the evaluation settings
             ``eval_corruptions, eval_corruption_images, eval_adversarial, eval_eps,
             eval_adversarial_images, eval_pgd_steps``, ``device`` ("auto", "cpu", "cuda"),
-            ``progress``, ``runs_root``, and the chosen method's Config options.
+            ``progress``, ``runs_root``, ``paper`` (a paper's recipe, `studykit.profiles.recipe`:
+            it sets the training keys not given explicitly; at smoke and quick it is the
+            profile's own values), and the chosen method's Config options.
 
     Returns:
         An ``ExperimentResult``.

@@ -3,7 +3,9 @@
 ``smoke``: CI; seconds per notebook on 2 CPU cores; tiny synthetic data and model.
 ``quick``: minutes per notebook on a laptop CPU (seconds on a GPU); the embedded synthetic
 set, a small CNN, a few epochs: enough to show each paper's effect qualitatively.
-``paper``: GPU; CIFAR-10 and the papers' architectures, epochs and hyperparameters.
+``paper``: GPU; CIFAR-10 and the papers' architectures, epochs and hyperparameters: the
+profile's own values are the common recipe (``bench``: ResNet-18, 200 epochs, cosine), and
+`recipe` gives each paper's own (``recipe("paper", "maxup")``: ResNet-110, MaxUp's steps).
 
 Each value can be overridden per call; a notebook's ``parameters`` cell names only the profile.
 ``METHOD_OVERRIDES`` holds the few method options a profile changes to fit its budget (the
@@ -129,3 +131,101 @@ def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
         )
     values.update(overrides)
     return values
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes: what a paper's study trains with
+# --------------------------------------------------------------------------------------------
+# The training keys a recipe sets. Defaults of the keys a profile does not set: these equal
+# ``studykit.experiment.TRAIN_KEYS`` (a test checks it; this floor cannot import that one).
+RECIPE_KEYS = ("arch", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+               "schedule", "milestones", "warmup_epochs")
+_RECIPE_DEFAULTS: dict[str, Any] = {"momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+                                    "schedule": "cosine", "milestones": (),
+                                    "warmup_epochs": 0.0}
+
+_BENCH = {"arch": "resnet18", "epochs": 200, "batch_size": 256, "lr": 0.1, "momentum": 0.9,
+          "nesterov": False, "weight_decay": 5e-4, "schedule": "cosine", "milestones": (),
+          "warmup_epochs": 0.0}
+
+# Each paper's own CIFAR-10 recipe (issue 21). Where a paper is silent, the choice is named.
+_PAPER_RECIPES: dict[str, dict[str, Any]] = {
+    # One common recipe for every method (notebook 08's fair comparison): the paper profile's
+    # own values.
+    "bench": dict(_BENCH),
+    # AugMax (Wang et al. 2021) and its code: ResNet-18 (WRN-40-2, ResNeXt-29 as options), SGD
+    # lr 0.1 cosine, 200 epochs, batch 256, weight decay 5e-4 (the code's default), momentum
+    # 0.9 without Nesterov, no warm-up: the bench recipe itself.
+    "augmax": dict(_BENCH),
+    # RobustAugMix: WRN-50-2, 100 epochs, batch 128, SGD Nesterov, lr 0.1 cosine. Silent on
+    # weight decay and warm-up: 5e-4 (AugMix's CIFAR recipe, which it extends) and none.
+    "robust_augmix": {**_BENCH, "arch": "wrn50_2", "epochs": 100, "batch_size": 128,
+                      "nesterov": True},
+    # MaxUp (Gong et al. 2021), CIFAR-10 Cutout: ResNet-110 (PreAct-ResNet-110, WRN-28-10 as
+    # options), 200 epochs, batch 256, lr 0.1 / 10 at epochs 100 and 150, weight decay 2.5e-4,
+    # momentum 0.9. Its 5 plain epochs first are the method's ``warmup`` option (5/200), not
+    # an lr warm-up.
+    "maxup": {**_BENCH, "arch": "resnet110", "weight_decay": 2.5e-4, "schedule": "multistep",
+              "milestones": (100, 150)},
+    # MaxUp+Gauss (certified robustness, after Cohen et al.'s ResNet-110): lr 0.1 / 10 every 50
+    # epochs over 150; the rest as ``maxup``.
+    "maxup_gauss": {**_BENCH, "arch": "resnet110", "epochs": 150, "weight_decay": 2.5e-4,
+                    "schedule": "multistep", "milestones": (50, 100)},
+    # AdA (Calian et al. 2022): pre-activation ResNet-50 with the 3x3 stem, 300 epochs, batch
+    # 256, SGD Nesterov momentum 0.9, weight decay 1e-4, cosine to 0 after 5 linear warm-up
+    # epochs, lr 0.1 x max(1, batch / 256) (rescaled when the batch size is overridden).
+    "ada": {**_BENCH, "arch": "preact_resnet50", "epochs": 300, "nesterov": True,
+            "weight_decay": 1e-4, "warmup_epochs": 5.0},
+    # AdvBN (Shu et al. 2021) fine-tunes a pretrained model: 20 epochs, lr 0.001 / 10 after 10,
+    # batch 256, momentum 0.9, weight decay 1e-4 (the method's ``finetune_schedule``), from the
+    # stored standard run of the same architecture. The paper's ImageNet ResNet-50 becomes the
+    # CIFAR ResNet-18 of the bench recipe, so the base is the bench standard run.
+    "advbn": {**_BENCH, "epochs": 20, "lr": 1e-3, "weight_decay": 1e-4, "schedule": "multistep",
+              "milestones": (10,)},
+}
+PAPER_RECIPES = MappingProxyType({k: MappingProxyType(v) for k, v in _PAPER_RECIPES.items()})
+
+# Papers whose lr scales with the batch: lr x max(1, batch_size / base batch).
+_LR_SCALED = {"ada": 256}
+
+
+def list_recipes() -> list[str]:
+    """The papers `recipe` knows."""
+    return list(PAPER_RECIPES)
+
+
+def recipe(profile: str, paper: str | None = None, *,
+           batch_size: int | None = None) -> dict[str, Any]:
+    """The training recipe of ``paper``'s study at ``profile``.
+
+    At the ``paper`` profile it is the paper's own CIFAR-10 recipe (`PAPER_RECIPES`: arch,
+    epochs, batch size, SGD momentum and Nesterov, lr, schedule and its milestones, warm-up,
+    weight decay); at ``smoke`` and ``quick`` it is the profile's own values whatever the paper
+    (these profiles keep their budget). ``paper=None`` is the profile's own values everywhere.
+
+    Args:
+        profile: a profile name.
+        paper: one of `list_recipes` (``bench``, ``augmax``, ``robust_augmix``, ``maxup``,
+            ``maxup_gauss``, ``ada``, ``advbn``), or None.
+        batch_size: a batch size to use instead of the recipe's; AdA's lr follows it
+            (0.1 x max(1, batch_size / 256)).
+
+    Returns:
+        A new dict with the keys `RECIPE_KEYS`; ``milestones`` is a tuple of epochs.
+
+    Raises:
+        ValueError: for an unknown profile or paper.
+    """
+    prof = get_profile(profile)
+    if paper is not None and paper not in PAPER_RECIPES:
+        raise ValueError(f"unknown paper {paper!r}; choose one of: {', '.join(PAPER_RECIPES)}")
+    if profile == "paper" and paper is not None:
+        out = dict(PAPER_RECIPES[paper])
+    else:
+        out = {k: prof.get(k, _RECIPE_DEFAULTS.get(k)) for k in RECIPE_KEYS}
+    if batch_size is not None:
+        out["batch_size"] = batch_size
+    if profile == "paper" and paper in _LR_SCALED:
+        out["lr"] = out["lr"] * max(1.0, out["batch_size"] / _LR_SCALED[paper])
+    out["milestones"] = tuple(out["milestones"])
+    return out
