@@ -106,3 +106,30 @@ def test_list_recipes(capsys):
     assert rows["maxup"][1:3] == ["resnet110", "200"] and "100,150" in rows["maxup"]
     assert main(["list", "recipes", "--profile", "quick"]) == 0
     assert all(" small_cnn " in line for line in capsys.readouterr().out.splitlines()[2:])
+
+
+# One training step under a paper recipe with the real network (full width and depth, a batch
+# of 4 8x8 images). Only the methods without a prepared network or base run, on the networks
+# that take about a second here: MaxUp's ResNet-110 and AugMax's ResNet-18. RobustAugMix on
+# WRN-50-2 (7 L2 PGD steps through 66.8M parameters), AdA/DeepAugment (a corruption network from
+# the run store) and AdvBN (a base run) are left to the GPU check of issue 21.
+@pytest.mark.parametrize("paper, method", [("maxup", "standard"), ("maxup", "maxup"),
+                                           ("augmax", "augmax")])
+def test_one_step_under_the_paper_recipe(paper, method):
+    import torch
+
+    from studykit.methods import create_method
+    from studykit.models import create_model
+
+    r = profiles.recipe("paper", paper)
+    torch.manual_seed(0)
+    m = create_method(method)
+    model = m.prepare_model(create_model(r["arch"], 10)).train()
+    opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
+                          nesterov=r["nesterov"], weight_decay=r["weight_decay"])
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    out = m.training_step(model, x, y)
+    opt.zero_grad()
+    out.loss.backward()
+    opt.step()
+    assert torch.isfinite(out.loss) and out.logits.shape[-1] == 10
