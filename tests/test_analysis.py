@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from helpers import toy_batch
 
 from studykit import analysis, hardness
 from studykit.models import create_model
@@ -29,8 +30,7 @@ def _model(seed: int = 0, arch: str = "small_cnn") -> nn.Module:
 
 
 def _images(n: int = 12, seed: int = 0, size: int = 16) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g)
+    return toy_batch(n, size=size, seed=seed)[0]
 
 
 def _hook_count(model: nn.Module) -> int:
