@@ -12,7 +12,9 @@ views (width 3, depth 1-3, severity 3, Dirichlet(1)/Beta(1) mixing), after a ran
   ops are PIL ``ImageOps`` / ``Image.transform`` calls and whose mixing is numpy), read through a
   ``DataLoader`` with 2 workers and batch 256.
 
-Images come from ``../shared/data/cifar10_jpeg75_20k.npz`` when present, else random uint8.
+Images come from the real-data file when present (``$STUDYKIT_SHARED_NPZ``; default: the
+JPEG-75 CIFAR-10 copy in the shared folder next to the checkout, as the tests use it), else
+random uint8.
 Timings on a shared machine are noisy: the two pipelines are measured in turn ``--repeats``
 times and the best and median are printed. ``--omp-passive`` and ``--thp`` set two process
 options that matter on a small, shared CPU (see below).

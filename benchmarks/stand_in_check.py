@@ -1,7 +1,9 @@
 """Is `synthetic` a fair stand-in for CIFAR-10? Per-corruption accuracy drops of one model.
 
 Trains (or loads from the run store) the quick-profile standard model (`small_cnn`, seed 0) on
-the synthetic set and on the real JPEG-75 CIFAR-10 copy in ``../shared/data``, evaluates both on
+the synthetic set and on the real JPEG-75 CIFAR-10 copy (``--real``; default: the file
+``$STUDYKIT_SHARED_NPZ`` names, else the copy in the shared folder next to the checkout, as
+the tests find it), evaluates both on
 every corruption x severity of their own test sets, and prints the accuracy drop per corruption
 (clean minus the mean over severities 1-5), Spearman's rank correlation of the two columns over
 the corruptions other than jpeg_compression (the real copy is already JPEG-75 compressed), and
@@ -40,7 +42,10 @@ from studykit.data.synthetic import GENERATOR_VERSION
 from studykit.experiment import run_experiment
 from studykit.paths import project_root
 
-DEFAULT_REAL = "../shared/data/cifar10_jpeg75_20k.npz"
+# The real-data file: $STUDYKIT_SHARED_NPZ, else the shared folder next to the checkout (as
+# tests/conftest.py finds it).
+SHARED_NPZ_ENV = "STUDYKIT_SHARED_NPZ"
+SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg75_20k.npz"
 TARGET_RHO = 0.7
 TARGET_CLEAN = (60.0, 85.0)
 
@@ -62,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=None, help="default: the quick profile's")
     p.add_argument("--n-test", type=int, default=None, help="default: the quick profile's")
     p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--real", default=DEFAULT_REAL,
-                   help="the real-image .npz (relative to the project root)")
+    p.add_argument("--real", default=os.environ.get(SHARED_NPZ_ENV) or str(SHARED_NPZ),
+                   help=f"the real-image .npz, relative to the project root or absolute "
+                        f"(default: ${SHARED_NPZ_ENV}, else {SHARED_NPZ.name} in the shared "
+                        f"folder next to the checkout)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--scatter", default=None, help="also save the drop scatter to this PNG")
     p.add_argument("-v", "--verbose", action="store_true")

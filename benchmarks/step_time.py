@@ -3,6 +3,12 @@
     python benchmarks/step_time.py                              # small_cnn, CPU, 2 threads
     python benchmarks/step_time.py --arch resnet18 --device cuda --batch-size 256
 
+The method options are a profile's (``--profile``): by default the quick profile's on a CPU
+(half a minute on 2 cores: AdA with 1 FGSM step and an 8-channel, 1-block corruption network)
+and the paper's on CUDA (the Config defaults: AdA's 10 steps and the 64-channel, 16-block
+network, which on 2 CPU cores runs for well over 10 minutes). ``--profile paper`` on a CPU
+times the paper's settings there.
+
 Each method's full `training_step` + backward + SGD step runs on the same batch for `--warmup`
 untimed and `--steps` timed iterations, in a round-robin so that machine noise spreads over all
 methods. The batch is synthetic images with their labels, and the models are briefly trained on
@@ -58,7 +64,7 @@ from studykit.data.synthetic import make_synthetic
 from studykit.methods import create_method
 from studykit.models import create_model
 from studykit.nets.corruption_net import CorruptionNet
-from studykit.profiles import method_overrides
+from studykit.profiles import list_profiles, method_overrides
 from studykit.ssim_guard import ssim_guard
 from studykit.train import use_channels_last
 
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--pretrain", type=int, default=60,
                    help="standard steps on the batch before timing (0: an untrained model)")
-    p.add_argument("--profile", default="paper",
-                   help="apply this profile's method overrides (paper: the Config defaults)")
+    p.add_argument("--profile", default="auto", choices=("auto", *list_profiles()),
+                   help="apply this profile's method overrides (paper: the Config defaults; "
+                        "auto: quick on a CPU, paper on CUDA)")
     p.add_argument("--methods", nargs="*",
                    default=["standard", "augmix", "augmax", "pgd_at", "robust_augmix", "maxup",
                             "maxup:low_res=16", "deepaugment", "ada", "advbn",
@@ -146,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.profile == "auto":
+        args.profile = "paper" if device.type == "cuda" else "quick"
     data = make_synthetic(args.batch_size, 10, seed=0)
     x = (data.x_train.float() / 255).to(device)
     y = data.y_train.to(device)

@@ -24,7 +24,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def shared_npz() -> Path:
-    """The JPEG-compressed CIFAR-10 subset in ../shared/data; skips the test when absent."""
+    """The JPEG-compressed CIFAR-10 subset: ``$STUDYKIT_SHARED_NPZ``, by default the copy in the
+    shared folder next to the checkout; skips the test when absent."""
     path = Path(os.environ.get("STUDYKIT_SHARED_NPZ", SHARED_DATA))
     if not path.exists():
         pytest.skip(f"real-data file not found: {path}")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from helpers import toy_batch
 
 from studykit import analysis
 from studykit.analysis import hardness
@@ -30,8 +31,7 @@ def _model(seed: int = 0, arch: str = "small_cnn") -> nn.Module:
 
 
 def _images(n: int = 12, seed: int = 0, size: int = 16) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g)
+    return toy_batch(n, size=size, seed=seed)[0]
 
 
 def _hook_count(model: nn.Module) -> int:
@@ -172,11 +172,45 @@ def test_project_views_template_per_view_and_joint_fit_split_back():
     np.testing.assert_allclose(coords["augmix"], joint[10:20])
 
 
-@pytest.mark.slow
-def test_project_umap_shape():
-    feats = np.random.default_rng(0).normal(size=(30, 5))
-    proj = analysis.project(feats, "umap", seed=0, n_epochs=50)
-    assert proj.coords.shape == (30, 2) and np.isfinite(proj.coords).all()
+def _blobs(per_class: int = 20, dims: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three unit-variance Gaussian blobs in ``dims`` dimensions, centres 20 apart."""
+    rng = np.random.default_rng(seed)
+    centres = 20.0 * np.eye(3, dims)
+    labels = np.repeat(np.arange(3), per_class)
+    return centres[labels] + rng.normal(size=(labels.size, dims)), labels
+
+
+def _neighbour_label_agreement(coords: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1)[:, :k]
+    return float((labels[nearest] == labels[:, None]).mean())
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_project_keeps_separated_clusters_apart(method):
+    feats, labels = _blobs()
+    coords = analysis.project(feats, method, seed=0).coords
+    assert _neighbour_label_agreement(coords, labels) == 1.0
+
+
+@pytest.mark.slow  # numba compiles UMAP on first use: ~30 s on 2 cores
+def test_project_umap_keeps_separated_clusters_apart():
+    feats, labels = _blobs()
+    proj = analysis.project(feats, "umap", seed=0, n_epochs=100, n_neighbors=10)
+    coords = proj.coords
+    assert coords.shape == (60, 2) and np.isfinite(coords).all()
+    # Every point's 5 nearest neighbours in the embedding are of its own blob ...
+    assert _neighbour_label_agreement(coords, labels) == 1.0
+    # ... and each blob lies apart from the others: its widest in-blob distance to its own
+    # centre is smaller than the gap to the nearest other centre.
+    centres = np.stack([coords[labels == c].mean(0) for c in range(3)])
+    radius = max(np.linalg.norm(coords[labels == c] - centres[c], axis=1).max() for c in range(3))
+    gaps = [np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3)]
+    assert min(gaps) > 2 * radius, (min(gaps), radius)
+    # The same seed gives the same embedding.
+    again = analysis.project(feats, "umap", seed=0, n_epochs=100, n_neighbors=10).coords
+    np.testing.assert_allclose(coords, again, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,9 +25,10 @@ def test_list_prints_every_section(capsys):
 
 
 def test_list_one_section(capsys):
-    cli.main(["list", "models"])
+    assert cli.main(["list", "models"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("models:") and "datasets:" not in out
+    assert "  resnet18\n" in out and "  small_cnn\n" in out
 
 
 def test_console_script_entry_point():

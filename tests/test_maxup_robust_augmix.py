@@ -1,8 +1,6 @@
-"""MaxUp, RobustAugMix, Gaussian-smoothing certification and the spatial attack's evaluation."""
+"""MaxUp, RobustAugMix and Gaussian-smoothing certification."""
 
 from __future__ import annotations
-
-import math
 
 import pandas as pd
 import pytest
@@ -11,7 +9,7 @@ import torch.nn.functional as F
 from scipy.stats import beta, norm
 from torch import nn
 
-from studykit import attacks, certify, evaluation
+from studykit import certify
 from studykit.augment import cutout
 from studykit.methods import create_method
 from studykit.methods.maxup import mixed_ce
@@ -190,20 +188,3 @@ def test_certified_accuracy_curves_and_table():
     assert table.loc["two", "r=0"] == pytest.approx(200 / 3)
     assert table.loc["zero", "r=0"] == pytest.approx(100 / 3)
     assert table.loc["two", "r=5"] == 0.0  # beyond any radius 100 samples can certify
-
-
-def test_spatial_loss_is_the_max_over_its_k_transforms():
-    torch.manual_seed(0)
-    model = create_model("small_cnn", 4, width=8).eval()
-    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
-    worst = attacks.spatial_worst_of_k(model, x, y, k=5, generator=torch.Generator().manual_seed(1))
-    angles, shifts = attacks.sample_spatial_params(8, 5, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        losses = torch.stack([F.cross_entropy(model(attacks.affine_transform(x, angles[t],
-                                                                               shifts[t])),
-                                              y, reduction="none") for t in range(5)])
-        got = F.cross_entropy(model(worst), y, reduction="none")
-    assert torch.allclose(got, losses.max(0).values, atol=1e-5)
-    acc = evaluation.spatial_accuracy(model, x, y, k=5, seed=1)
-    assert acc == pytest.approx(100 * float((model(worst).argmax(1) == y).float().mean()))
-    assert math.isfinite(acc)

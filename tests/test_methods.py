@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit_batch
+from helpers import fit_batch, toy_batch
 
 from studykit import methods
 from studykit.augment import augmix_chains, mix, sample_augmix_params
@@ -26,23 +26,12 @@ FAST_OVERRIDES = {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"st
                   "ada": {"steps": 2}}
 
 
-def _toy_batch(n=32, seed=0):
-    """Images whose class (of 4) is the quadrant holding a bright square, on noise."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 32, 32, generator=g) * 0.4
-    y = torch.arange(n) % 4
-    for i in range(n):
-        r, c = divmod(int(y[i]), 2)
-        x[i, :, 16 * r + 4 : 16 * r + 12, 16 * c + 4 : 16 * c + 12] += 0.6
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def trained():
     """A small CNN trained to (near) zero error on the toy problem."""
     torch.manual_seed(0)
     model = create_model("small_cnn", 4, width=8)
-    x, y = _toy_batch(128, seed=1)
+    x, y = toy_batch(128, seed=1)
     return fit_batch(model, x, y, steps=60)
 
 
@@ -54,20 +43,71 @@ def with_corruption_net(m: methods.Method) -> methods.Method:
     return m
 
 
+# What each method's module docstring must cite: first author(s), venue and year, and the
+# paper's title where the docstring names it. A new method adds its row (the test below
+# fails for a registered method without one). ``standard`` is the CIFAR recipe every paper
+# compares against and has no paper of its own.
+CITATIONS: dict[str, tuple[str, ...] | None] = {
+    "standard": None,
+    "ada": ("Calian et al.", "ICLR 2022",
+            "Defending against image corruptions through adversarial augmentations"),
+    "advbn": ("Shu et al.", "NeurIPS 2021",
+              "Encoding Robustness to Image Style via Adversarial Feature Perturbations"),
+    "augmax": ("Wang et al.", "NeurIPS 2021",
+               "AugMax: Adversarial Composition of Random Augmentations for Robust Training"),
+    # AugMax's Table-10 strategy baselines: cited as that table of the AugMax paper.
+    "advmax": ("Wang et al.", "NeurIPS 2021", "AugMax Table 10"),
+    "advmix": ("Wang et al.", "NeurIPS 2021", "AugMax Table 10"),
+    "augmix_pgdat": ("Wang et al.", "NeurIPS 2021", "AugMax Table 10"),
+    "augmix": ("AugMix", "Hendrycks et al.", "ICLR 2020"),
+    "deepaugment": ("Hendrycks et al.", "ICCV 2021", "The Many Faces of Robustness"),
+    "maxup": ("Gong et al.", "CVPR 2021", "MaxUp: Lightweight Adversarial Training with Data "
+              "Augmentation Improves Neural Network Training"),
+    "pgd_at": ("Madry et al.", "ICLR 2018"),
+    "robust_augmix": ("Martinez-Martinez and Brown", "RobustAugMix: Joint Optimization of "
+                      "Natural and Adversarial Robustness"),
+}
+
+
+def test_every_registered_method_has_a_citation_row():
+    assert sorted(CITATIONS) == sorted(methods.list_methods())
+
+
 @pytest.mark.parametrize("name", methods.list_methods())
-def test_method_contract(name):
+def test_module_docstring_cites_the_paper(name):
     cls = methods.get_method_class(name)
-    doc = sys.modules[cls.__module__].__doc__
-    assert doc and cls.__module__.startswith("studykit.methods."), "module docstring cites paper"
+    doc = sys.modules[cls.__module__].__doc__ or ""
+    text = " ".join(doc.split())  # docstrings wrap titles across lines
+    expected = CITATIONS.get(name, ("(no citation row for this method)",))
+    if expected is None:
+        assert text, f"{name}: the module has no docstring"
+        return
+    missing = [s for s in expected if s not in text]
+    assert not missing, f"{cls.__module__}'s docstring does not cite {missing}"
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_config_is_frozen_and_keyword_only(name):
+    cls = methods.get_method_class(name)
     cfg = cls.Config()
     assert dataclasses.is_dataclass(cfg)
-    for f in dataclasses.fields(cfg)[:1]:
+    fields = dataclasses.fields(cfg)
+    assert fields, f"{name}.Config has no options"
+    assert all(f.kw_only for f in fields), [f.name for f in fields if not f.kw_only]
+    # Positional construction fails, even with the defaults' own values in order.
+    with pytest.raises(TypeError, match="positional"):
+        cls.Config(*(getattr(cfg, f.name) for f in fields))
+    for f in fields:
         with pytest.raises(dataclasses.FrozenInstanceError):
-            setattr(cfg, f.name, None)
+            setattr(cfg, f.name, getattr(cfg, f.name))
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_method_contract(name):
     m = with_corruption_net(methods.create_method(name, **FAST_OVERRIDES.get(name, {})))
     torch.manual_seed(0)
     model = m.prepare_model(create_model("small_cnn", 4, width=8)).train()
-    x, y = _toy_batch(16)
+    x, y = toy_batch(16)
     out = m.training_step(model, x, y)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.logits.shape == (16, 4)
@@ -103,7 +143,7 @@ def test_jsd_is_zero_for_equal_views_and_positive_otherwise():
 
 
 def test_augmax_search_raises_the_loss_over_its_random_start(trained):
-    x, y = _toy_batch(64, seed=2)
+    x, y = toy_batch(64, seed=2)
     g = torch.Generator().manual_seed(0)
     params = sample_augmix_params(64, generator=g)
     chains = augmix_chains(x, params)
@@ -119,7 +159,7 @@ def test_augmax_search_raises_the_loss_over_its_random_start(trained):
 
 
 def _search_case(trained, n_wrong=8, seed=3):
-    x, y = _toy_batch(64, seed=seed)
+    x, y = toy_batch(64, seed=seed)
     y = y.clone()
     y[:n_wrong] = (y[:n_wrong] + 1) % 4  # wrong labels: misclassified from the start
     chains = augmix_chains(x, sample_augmix_params(64, generator=torch.Generator().manual_seed(0)))
@@ -181,7 +221,7 @@ def test_three_views_without_dual_layers_are_one_forward():
     a = create_model("small_cnn", 4, width=8).train()
     b = create_model("small_cnn", 4, width=8).train()
     b.load_state_dict(a.state_dict())
-    x, y = _toy_batch(16)
+    x, y = toy_batch(16)
     xh, xm = x.flip(-1), x.flip(-2)
     out = three_view_step(a, x, y, xh, xm, jsd_lambda=10.0)
     logits_b = b(torch.cat([x, xh, xm]))
@@ -202,7 +242,7 @@ def test_augmax_search_leaves_bn_statistics_and_mode_alone():
     model = methods.create_method("augmax").prepare_model(create_model("small_cnn", 4, width=8))
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x, y = _toy_batch(16)
+    x, y = toy_batch(16)
     chains = augmix_chains(x, sample_augmix_params(16, generator=torch.Generator()))
     with bn_route(model, "aug"):
         augmax_search(model, x, y, chains, steps=3, early_stop=None)
@@ -223,7 +263,7 @@ def test_augmax_dubin_routes_each_forward_to_its_own_bn():
     m = methods.create_method("augmax", steps=2)
     model = m.prepare_model(create_model("small_cnn", 4, width=8)).train()
     assert any(isinstance(mod, DuBIN) for mod in model.modules())
-    x, y = _toy_batch(16)
+    x, y = toy_batch(16)
     m.training_step(model, x, y)
     clean, aux = _counts(model)
     # AugMix and clean forwards through the main BN; the AugMax forward through the auxiliary
@@ -237,7 +277,7 @@ def test_augmix_dubn_sends_views_to_the_auxiliary_bn():
     m = methods.create_method("augmix", norm="dubn")
     model = m.prepare_model(create_model("small_cnn", 4, width=8)).train()
     assert sum(isinstance(mod, DualBN) for mod in model.modules()) == 4
-    m.training_step(model, *_toy_batch(16))
+    m.training_step(model, *toy_batch(16))
     clean, aux = _counts(model)
     assert set(clean) == {1} and set(aux) == {1}
 
@@ -256,7 +296,7 @@ def test_pgd_at_trains_on_examples_inside_the_ball(monkeypatch, trained):
     monkeypatch.setattr(mod, "pgd", spy)
     m = methods.create_method("pgd_at", preset="linf_8")
     model = create_model("small_cnn", 4, width=8).train()
-    m.training_step(model, *_toy_batch(16))
+    m.training_step(model, *toy_batch(16))
     assert (seen["x_adv"] - seen["x"]).abs().max() <= 8 / 255 + 1e-6
     assert seen["kw"]["steps"] == 10 and seen["kw"]["step_size"] == pytest.approx(2 / 255)
     l2 = methods.create_method("pgd_at", preset="l2_0.5").config.attack_kwargs()
@@ -277,7 +317,7 @@ def test_pgd_at_eps_ramp_is_a_function_of_the_step(monkeypatch):
     assert ramp_scale(69, 100, 0.5, delay=0.2) == 1.0
     m = methods.create_method("pgd_at", eps_ramp=0.5, steps=2)
     model = create_model("small_cnn", 4, width=8).train()
-    x, y = _toy_batch(16)
+    x, y = toy_batch(16)
     for step, total in [(4, 100), (70, 100), (4, 100)]:
         m.set_progress(step, total)
         out = m.training_step(model, x, y)
@@ -294,7 +334,7 @@ def test_unknown_norm_is_an_error():
 def test_worst_of_k_levels_picks_the_highest_loss_draw(trained):
     from studykit.methods.augmax_baselines import worst_of_k_levels
 
-    x, y = _toy_batch(16, seed=4)
+    x, y = toy_batch(16, seed=4)
     params = sample_augmix_params(16, generator=torch.Generator().manual_seed(0))
     worst, chains = worst_of_k_levels(trained, x, y, params, k=5,
                                       generator=torch.Generator().manual_seed(1))

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import toy_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from studykit.models import (
@@ -76,7 +77,7 @@ def n_params(model: nn.Module) -> int:
 def images(n: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
     # 16x16 keeps the big models cheap on 2 cores; the heads pool adaptively. The shape test
     # runs every arch at the CIFAR size, 32x32.
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return toy_batch(n, size=size, seed=seed)[0]
 
 
 _CACHE: dict[str, ImageClassifier] = {}

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from helpers import toy_batch
 
 from studykit.models import create_model
 from studykit.normalization import (
@@ -35,7 +36,7 @@ def feats(n: int = 8, c: int = 6, size: int = 5, seed: int = 0, shift: float = 0
 
 
 def images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return toy_batch(n, size=size, seed=seed)[0]
 
 
 def bn_state(bn: nn.BatchNorm2d) -> dict[str, torch.Tensor]:
