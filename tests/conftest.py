@@ -140,6 +140,18 @@ def shared_npz() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_store(tmp_path_factory):
+    """Nothing a test runs writes into the checkout: the run store and the data folder default
+    to this session's temporary folders (a test may still point them elsewhere)."""
+    base = tmp_path_factory.getbasetemp() / "scratch"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, sub in (("STUDYKIT_RUNS", "runs"), ("STUDYKIT_DATA", "data")):
+            if not os.environ.get(key):
+                mp.setenv(key, str(base / sub))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # CI has 2 cores: one torch thread per xdist worker, two without xdist.
