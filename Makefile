@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(VENV)/bin/studykit study --profile $(PROFILE)
 
+# pytest-xdist spreads the suite over the cores (pyproject's addopts); the slowest tests are
+# listed at the end, so a test that grows shows up there.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check studykit tests benchmarks
 
+# CPU-sized defaults on a CPU (the paper-sized settings with --device cuda, or with the
+# options each script names): about 2 minutes on 2 cores.
 bench: $(STAMP)
 	$(PY) benchmarks/corruption_throughput.py
 	$(PY) benchmarks/train_throughput.py
@@ -40,7 +44,9 @@ bench: $(STAMP)
 # per-method training throughput table, printed even when tests fail; the exit status is the
 # first failure's. No install step, so it also runs where a machine brings its own torch and no
 # registry can be reached: the venv's Python when there is one, else python3 (BENCH_PY=...
-# overrides), with the package imported from the checkout. Without CUDA, both steps skip.
+# overrides), with the package imported from the checkout. Without CUDA, both steps skip. The
+# tests run in one process (`-o addopts=` drops pyproject's pytest-xdist options: such a
+# python3 may not have it, and one GPU is one device).
 BENCH_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_TEST_TIMEOUT ?= 150
 GPU_BENCH_TIMEOUT ?= 120
@@ -49,7 +55,7 @@ GPU_BENCH_ARGS ?=
 bench-gpu:
 	@tests=0; bench=0; \
 	echo "== pytest -m gpu (at most $(GPU_TEST_TIMEOUT) s)"; \
-	PYTHONPATH=. timeout -k 10 $(GPU_TEST_TIMEOUT) $(BENCH_PY) -m pytest -m gpu -q \
+	PYTHONPATH=. timeout -k 10 $(GPU_TEST_TIMEOUT) $(BENCH_PY) -m pytest -m gpu -q -o addopts= \
 		-p no:cacheprovider --continue-on-collection-errors tests || tests=$$?; \
 	echo "== benchmarks/gpu_bench.py (at most $(GPU_BENCH_TIMEOUT) s)"; \
 	PYTHONPATH=. PYTHONUNBUFFERED=1 timeout -k 10 $(GPU_BENCH_TIMEOUT) $(BENCH_PY) \

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+# The real-data file's default place (tests take $STUDYKIT_SHARED_NPZ first, see conftest.py):
+# the shared folder next to the checkout.
+SHARED_DATA = REPO.parent / "shared" / "data" / "cifar10_jpeg75_20k.npz"
 
 
 def toy_batch(n: int = 32, *, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

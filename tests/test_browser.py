@@ -4,6 +4,11 @@ checks that no cell failed, that the notebook's explorer rendered as a live widg
 what it shows changes when a slider (or, without one, a selection) moves. One screenshot per
 notebook goes to ``test-output/browser/`` (``$STUDYKIT_TEST_OUTPUT`` overrides).
 
+A live explorer needs a live kernel, so the cells run again here, but against the session's
+run store and data folder (`notebook_session`), which the papermill executions of
+tests/test_notebooks.py share: each smoke run is trained and evaluated once per session (the
+run store's lock makes a kernel that asks for a run in training wait for it), and here loads.
+
 Needs Debian's ``chromium`` (``.ci/run`` installs it) and Playwright's Python client (a dev
 dependency); it never downloads a browser. Skipped when either is missing.
 """
@@ -73,9 +78,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """JupyterLab on a loopback port serving smoke-parameterized copies of the notebooks."""
+# Session-scoped: each xdist worker runs the browser test of a notebook next to that notebook's
+# other tests (conftest.py), so one JupyterLab and one browser per worker serve them all.
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, notebook_session):
+    """JupyterLab on a loopback port serving smoke-parameterized copies of the notebooks, its
+    kernels on the session's run store and data folder."""
     import papermill
 
     work = tmp_path_factory.mktemp("lab")
@@ -85,8 +93,7 @@ def lab(tmp_path_factory):
         papermill.execute_notebook(str(path), str(copies / path.name),
                                    parameters={"PROFILE": "smoke"}, prepare_only=True,
                                    kernel_name="python3", progress_bar=False)
-    env = dict(os.environ, STUDYKIT_ROOT=str(REPO), STUDYKIT_FIGURES=str(work / "figures"),
-               STUDYKIT_DATA=str(work / "data"), STUDYKIT_RUNS=str(work / "runs"),
+    env = dict(os.environ, **notebook_session.env("browser"),
                JUPYTER_CONFIG_DIR=str(work / "jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(work / "jupyter-runtime"))
     # No "get notified about Jupyter news?" prompt over the screenshots.
@@ -126,7 +133,7 @@ def lab(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
