@@ -4,6 +4,7 @@ learning, resuming to identical weights, seed streams, checkpoints."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
