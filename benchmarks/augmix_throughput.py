@@ -47,7 +47,6 @@ import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -55,15 +54,15 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from studykit.augment import augmix_chains, mix, sample_augmix_params  # noqa: E402
+from studykit.paths import real_data_npz  # noqa: E402
 
 logger = logging.getLogger("augmix_throughput")
 
-SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg75_20k.npz"
 
 
 def load_images(n: int, seed: int) -> tuple[np.ndarray, str]:
     """(n, 32, 32, 3) uint8 images: real CIFAR-10 (JPEG q75) when available, else random."""
-    path = Path(os.environ.get("STUDYKIT_SHARED_NPZ", SHARED_NPZ))
+    path = real_data_npz()
     if path.exists():
         with np.load(path) as data:
             x = data["x_train"]

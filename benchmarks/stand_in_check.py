@@ -40,12 +40,11 @@ import torch
 from studykit import profiles, viz
 from studykit.data.synthetic import GENERATOR_VERSION
 from studykit.experiment import run_experiment
-from studykit.paths import project_root
+from studykit.paths import REAL_NPZ_ENV, project_root, real_data_npz
 
 # The real-data file: $STUDYKIT_SHARED_NPZ, else the shared folder next to the checkout (as
 # tests/conftest.py finds it).
-SHARED_NPZ_ENV = "STUDYKIT_SHARED_NPZ"
-SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg75_20k.npz"
+SHARED_NPZ = real_data_npz()
 TARGET_RHO = 0.7
 TARGET_CLEAN = (60.0, 85.0)
 
@@ -67,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=None, help="default: the quick profile's")
     p.add_argument("--n-test", type=int, default=None, help="default: the quick profile's")
     p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--real", default=os.environ.get(SHARED_NPZ_ENV) or str(SHARED_NPZ),
+    p.add_argument("--real", default=str(SHARED_NPZ),
                    help=f"the real-image .npz, relative to the project root or absolute "
-                        f"(default: ${SHARED_NPZ_ENV}, else {SHARED_NPZ.name} in the shared "
+                        f"(default: ${REAL_NPZ_ENV}, else {SHARED_NPZ.name} in the shared "
                         f"folder next to the checkout)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--scatter", default=None, help="also save the drop scatter to this PNG")

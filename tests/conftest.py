@@ -134,7 +134,7 @@ def pytest_xdist_make_scheduler(config, log):
 def shared_npz() -> Path:
     """The JPEG-compressed CIFAR-10 subset: ``$STUDYKIT_SHARED_NPZ``, by default the copy in the
     shared folder next to the checkout; skips the test when absent."""
-    path = Path(os.environ.get("STUDYKIT_SHARED_NPZ", SHARED_DATA))
+    path = SHARED_DATA
     if not path.exists():
         pytest.skip(f"real-data file not found: {path}")
     return path

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studykit.paths import real_data_npz
+
 REPO = Path(__file__).resolve().parents[1]
-# The real-data file's default place (tests take $STUDYKIT_SHARED_NPZ first, see conftest.py):
-# the shared folder next to the checkout.
-SHARED_DATA = REPO.parent / "shared" / "data" / "cifar10_jpeg75_20k.npz"
+# The real-data file, found as notebook 00 finds it: $STUDYKIT_SHARED_NPZ, else the shared folder
+# next to the checkout (studykit.paths.real_data_npz).
+SHARED_DATA = real_data_npz()
 
 
 def toy_batch(n: int = 32, *, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
