@@ -280,18 +280,22 @@ def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: i
                      max_rotation: float = 30.0, max_translation: float = 3.0, seed: int = 0,
                      batch_size: int = 500) -> float:
     """Accuracy (%) under the worst-of-k random spatial attack (rotation up to 30 degrees,
-    translation up to 3 px; ``attacks.spatial_worst_of_k``), in eval mode."""
+    translation up to 3 px; ``attacks.spatial_worst_of_k``). The attack and the scoring both
+    run under `attacks.attack_mode`: eval mode, BN running statistics untouched, every
+    submodule's mode restored afterwards, so a model handed over in train mode is scored as it
+    would be in eval mode and comes back unchanged."""
     device = model_device(model)
     g = torch.Generator(device=device).manual_seed(seed)
     correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device)
-        xb = xb.float().div(255) if xb.dtype == torch.uint8 else xb
-        yb = y[start:start + batch_size].to(device)
-        worst = attacks.spatial_worst_of_k(model, xb, yb, k=k, max_rotation=max_rotation,
-                                           max_translation=max_translation, generator=g)
-        with torch.no_grad():
-            correct += int((model(worst).argmax(1) == yb).sum())
+    with attacks.attack_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(device)
+            xb = xb.float().div(255) if xb.dtype == torch.uint8 else xb
+            yb = y[start:start + batch_size].to(device)
+            worst = attacks.spatial_worst_of_k(model, xb, yb, k=k, max_rotation=max_rotation,
+                                               max_translation=max_translation, generator=g)
+            with torch.no_grad():
+                correct += int((model(worst).argmax(1) == yb).sum())
     return 100.0 * correct / max(x.shape[0], 1)
 
 
@@ -329,8 +333,10 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         raise ValueError("AutoAttack: pass attacks=[...] exactly when version='custom' "
                          f"(got version={version!r}, attacks={attacks!r})")
     device = model_device(model)
-    xf = (x.float().div(255) if x.dtype == torch.uint8 else x).to(device)
-    yd = y.to(device)
+    # AutoAttack's targeted APGD views its inputs with .view(), which fails on a non-contiguous
+    # batch (a slice along the width, a channels-last tensor): hand it contiguous copies.
+    xf = (x.float().div(255) if x.dtype == torch.uint8 else x).to(device).contiguous()
+    yd = y.to(device).contiguous()
     was_training = model.training
     model.eval()
     try:

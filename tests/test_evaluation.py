@@ -203,3 +203,36 @@ def test_autoattack_rejects_a_bad_norm_and_attacks_without_custom(autoattack):
         evaluation.autoattack_accuracy(model, x, y, eps=0.1, norm="Linf2")
     with pytest.raises(ValueError, match="version='custom'"):
         evaluation.autoattack_accuracy(model, x, y, eps=0.1, attacks=["apgd-ce"])
+
+
+def test_spatial_accuracy_leaves_a_train_mode_model_and_its_bn_buffers_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4))
+    with torch.no_grad():  # running statistics away from their defaults, so a BN update shows
+        model(torch.rand(16, 3, 16, 16) * 3)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = toy_batch(12, size=16, seed=1)
+    acc = evaluation.spatial_accuracy(model, x, y, k=3, seed=0)
+    assert model.training and all(m.training for m in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    model.eval()
+    assert acc == evaluation.spatial_accuracy(model, x, y, k=3, seed=0)  # scored in eval mode
+
+
+def test_autoattack_takes_a_non_contiguous_batch(autoattack):
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(3 * 8 * 8, 10)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(10, 3 * 8 * 8, generator=g) * 0.05)
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    # channels-last, as the evaluation's own batches are: apgd-t's .view() fails on it
+    x = torch.rand(16, 3, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
+    assert not x.is_contiguous()
+    with torch.no_grad():
+        y = model(x.contiguous()).argmax(1)
+    kwargs = dict(eps=0.05, version="custom", attacks=["apgd-t"], batch_size=16)
+    got = evaluation.autoattack_accuracy(model, x, y, **kwargs)
+    assert got == evaluation.autoattack_accuracy(model, x.contiguous(), y, **kwargs)
