@@ -51,18 +51,16 @@ Routing: `set_bn_route(model, route)` sets every dual layer; the `bn_route` cont
 does it for a block of code and restores the previous routes afterwards. Evaluation uses the
 clean (main) BN unless a caller routes otherwise.
 
-`bn_running_variance_table(model)` lists the mean running variance of the main and auxiliary
-BN of every normalization layer (AugMax Table 1).
+The mean running variance of the main and auxiliary BN of every layer (AugMax Table 1) is
+`studykit.analysis.bn_running_variance`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import math
 from collections.abc import Iterator, Sequence
 
-import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -76,7 +74,6 @@ __all__ = [
     "DuBIN",
     "IBN",
     "bn_route",
-    "bn_running_variance_table",
     "convert_norm",
     "default_placement",
     "dual_bn_layers",
@@ -549,59 +546,3 @@ def bn_route(model: nn.Module, route: str) -> Iterator[nn.Module]:
     finally:
         for layer, old in previous:
             layer.route = old
-
-
-# --------------------------------------------------------------------------------------------
-# BN statistics (AugMax Table 1)
-# --------------------------------------------------------------------------------------------
-def _mean_running_var(bn: nn.Module) -> float:
-    var = getattr(bn, "running_var", None)
-    return math.nan if var is None else float(var.detach().float().mean())
-
-
-def bn_running_variance_table(model: nn.Module) -> pd.DataFrame:
-    """Mean running variance of the main and auxiliary BN of every normalization layer.
-
-    One row per layer with running statistics: plain batch norms (kind ``"bn"``), `DualBN`
-    (``"dubn"``), `DuBIN` (``"dubin"``: the statistics of its dual BN half) and `IBN`
-    (``"ibn"``: its BN half). Batch norms without running statistics are left out. For
-    kinds with a single BN its statistics are the clean column and ``aux_var`` is NaN.
-    AugMax Table 1 reports ``clean_var`` (sigma_c^2) and ``aux_var`` (sigma_a^2).
-
-    Args:
-        model: any module (wrappers are unwrapped).
-
-    Returns:
-        A DataFrame with columns ``layer`` (module name), ``kind``, ``num_features``
-        (channels with batch statistics), ``clean_var`` and ``aux_var``, in module order.
-    """
-    rows: list[dict] = []
-    inside: list[str] = []
-    for name, module in unwrap_model(model).named_modules():
-        if any(name.startswith(prefix + ".") for prefix in inside):
-            continue
-        if isinstance(module, _CONVERTED_TYPES):
-            inside.append(name)
-        if isinstance(module, DuBIN):
-            kind, clean, aux = "dubin", module.BN.bn_clean, module.BN.bn_aug
-        elif isinstance(module, DualBN):
-            kind, clean, aux = "dubn", module.bn_clean, module.bn_aug
-        elif isinstance(module, IBN):
-            kind, clean, aux = "ibn", module.BN, None
-        elif isinstance(module, _BN_TYPES):
-            kind, clean, aux = "bn", module, None
-        else:
-            continue
-        if getattr(clean, "running_var", None) is None:
-            continue
-        rows.append(
-            {
-                "layer": name,
-                "kind": kind,
-                "num_features": clean.num_features,
-                "clean_var": _mean_running_var(clean),
-                "aux_var": math.nan if aux is None else _mean_running_var(aux),
-            }
-        )
-    columns = ["layer", "kind", "num_features", "clean_var", "aux_var"]
-    return pd.DataFrame(rows, columns=columns)

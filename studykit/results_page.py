@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
 import os
 import re
@@ -27,6 +28,8 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 TIMES_FILE = "study_times.csv"
 NOT_RECORDED = "not recorded"
@@ -295,12 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--notebooks", type=Path, default=root / "notebooks",
                    help="notebooks folder (default notebooks/)")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="studykit.results_page: %(message)s")
     try:
         out = write_results_page(args.figures, args.out, notebooks_dir=args.notebooks)
     except (OSError, ValueError) as e:
-        print(f"results_page: error: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 1
-    print(out)
+    log.info("wrote %s", out)
     return 0
 
 

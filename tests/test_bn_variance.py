@@ -8,8 +8,9 @@ import torch
 
 from studykit import methods
 from studykit.analysis import bn_variance
+from studykit.analysis.bn_stats import bn_running_variance
 from studykit.models import create_model
-from studykit.normalization import DuBIN, bn_running_variance_table
+from studykit.normalization import DuBIN
 
 
 def _augmax_model(norm):
@@ -31,7 +32,7 @@ def test_placement_table_reports_the_dubin_layers_of_both_models():
     assert list(table["model"]) == ["dubn"] * 3 + ["dubin"] * 3
     kinds = table.set_index(["model", "layer"])["kind"]
     assert set(kinds["dubn"]) == {"dubn"} and set(kinds["dubin"]) == {"dubin"}
-    running = bn_running_variance_table(models["dubin"]).set_index("layer")
+    running = bn_running_variance(models["dubin"]).set_index("layer")
     got = table[table["model"] == "dubin"].set_index("layer")
     for name in got.index:
         assert got.loc[name, "clean_var"] == pytest.approx(running.loc[name, "clean_var"])

@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 from helpers import toy_batch
 
+from studykit.analysis.bn_stats import bn_running_variance
 from studykit.models import create_model
 from studykit.normalization import (
     IBN,
     DualBN,
     DuBIN,
     bn_route,
-    bn_running_variance_table,
     convert_norm,
     dual_bn_layers,
     set_bn_route,
@@ -371,10 +371,10 @@ def test_bn_route_restores_and_validates():
 # --------------------------------------------------------------------------------------------
 # BN-variance table
 # --------------------------------------------------------------------------------------------
-def test_bn_running_variance_table():
+def test_bn_running_variance():
     columns = ["layer", "kind", "num_features", "clean_var", "aux_var"]
     model = create_model("small_cnn", width=8)
-    table = bn_running_variance_table(model)
+    table = bn_running_variance(model)
     assert list(table.columns) == columns
     assert table["layer"].tolist() == ["layer1.bn", "layer2.bn", "layer3.bn", "layer4.bn"]
     assert table["kind"].tolist() == ["bn"] * 4
@@ -384,7 +384,7 @@ def test_bn_running_variance_table():
     model.train()
     with bn_route(model, "aug"):
         model(images() * 4)
-    table = bn_running_variance_table(model)
+    table = bn_running_variance(model)
     assert table["kind"].tolist() == ["dubin", "dubin", "dubin", "dubn"]
     assert table["num_features"].tolist() == [4, 8, 16, 32]
     assert (table["clean_var"] == 1.0).all()  # the clean BN saw no data
@@ -394,11 +394,11 @@ def test_bn_running_variance_table():
     assert math.isclose(row["aux_var"], expected, rel_tol=1e-6)
 
     model = convert_norm(create_model("small_cnn", width=8), "ibn")
-    table = bn_running_variance_table(model)
+    table = bn_running_variance(model)
     assert table["kind"].tolist() == ["ibn", "ibn", "ibn", "bn"]
     assert table["aux_var"].isna().all()
     no_stats = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
-    assert len(bn_running_variance_table(no_stats)) == 0
+    assert len(bn_running_variance(no_stats)) == 0
 
 
 # The papers' networks of issue 21 (narrow copies: the same depth and module names). DuBIN goes

@@ -7,6 +7,7 @@ sees in a batch, and how much the instance statistics differ within it).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,9 +17,11 @@ import torch
 import torch.nn as nn
 
 from studykit.analysis.batches import _batches, _eval_mode
-from studykit.analysis.features import log
 from studykit.devices import model_device
 from studykit.models import unwrap_model
+from studykit.normalization import IBN, DualBN, DuBIN
+
+log = logging.getLogger(__name__)
 
 # Leaf modules that normalize their input with statistics (BN, IN, GN, LN).
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -64,14 +67,57 @@ def normalization_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
-def bn_running_variance(model: nn.Module) -> pd.DataFrame:
-    """Mean running variance of every normalization layer, main and auxiliary BN side by side
-    (AugMax Table 1). One implementation serves both modules: see
-    `studykit.normalization.bn_running_variance_table` for the columns.
-    """
-    from studykit.normalization import bn_running_variance_table
+def _mean_running_var(bn: nn.Module) -> float:
+    var = getattr(bn, "running_var", None)
+    return math.nan if var is None else float(var.detach().float().mean())
 
-    return bn_running_variance_table(unwrap_model(model))
+
+def bn_running_variance(model: nn.Module) -> pd.DataFrame:
+    """Mean running variance of the main and auxiliary BN of every normalization layer.
+
+    One row per layer with running statistics: plain batch norms (kind ``"bn"``), `DualBN`
+    (``"dubn"``), `DuBIN` (``"dubin"``: the statistics of its dual BN half) and `IBN`
+    (``"ibn"``: its BN half). Batch norms without running statistics are left out. For
+    kinds with a single BN its statistics are the clean column and ``aux_var`` is NaN.
+    AugMax Table 1 reports ``clean_var`` (sigma_c^2) and ``aux_var`` (sigma_a^2).
+
+    Args:
+        model: any module (wrappers are unwrapped).
+
+    Returns:
+        A DataFrame with columns ``layer`` (module name), ``kind``, ``num_features``
+        (channels with batch statistics), ``clean_var`` and ``aux_var``, in module order.
+    """
+    rows: list[dict] = []
+    inside: list[str] = []
+    for name, module in unwrap_model(model).named_modules():
+        if any(name.startswith(prefix + ".") for prefix in inside):
+            continue
+        if isinstance(module, (DualBN, DuBIN, IBN)):
+            inside.append(name)
+        if isinstance(module, DuBIN):
+            kind, clean, aux = "dubin", module.BN.bn_clean, module.BN.bn_aug
+        elif isinstance(module, DualBN):
+            kind, clean, aux = "dubn", module.bn_clean, module.bn_aug
+        elif isinstance(module, IBN):
+            kind, clean, aux = "ibn", module.BN, None
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            kind, clean, aux = "bn", module, None
+        else:
+            continue
+        if getattr(clean, "running_var", None) is None:
+            continue
+        rows.append(
+            {
+                "layer": name,
+                "kind": kind,
+                "num_features": clean.num_features,
+                "clean_var": _mean_running_var(clean),
+                "aux_var": math.nan if aux is None else _mean_running_var(aux),
+            }
+        )
+    columns = ["layer", "kind", "num_features", "clean_var", "aux_var"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _select_layers(

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from studykit.analysis import batch_statistics
+from studykit.analysis.bn_stats import bn_running_variance
 from studykit.augmax_search import augmax_search
 from studykit.augment import augmix_chains, sample_augmix_params
 from studykit.models import unwrap_model
-from studykit.normalization import DuBIN, bn_route, bn_running_variance_table
+from studykit.normalization import DuBIN, bn_route
 
 __all__ = ["augmax_images", "placement_layers", "placement_table"]
 
@@ -84,7 +85,7 @@ def placement_table(
                          "pass layers=[...]")
     rows = []
     for key, model in models.items():
-        running = bn_running_variance_table(model).set_index("layer")
+        running = bn_running_variance(model).set_index("layer")
         missing = [name for name in layers if name not in running.index]
         if missing:
             raise ValueError(f"model {key!r} has no normalization layer {missing[0]!r}; "

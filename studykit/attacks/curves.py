@@ -4,6 +4,7 @@ sanity checks of RobustBench/AutoAttack practice, on top of `pgd`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -13,12 +14,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from studykit.attacks.mode import _unwrap, attack_mode
-from studykit.attacks.pgd import _check_count, _check_eps, _check_norm, _l2_norms, logger, pgd
+from studykit.attacks.pgd import _check_count, _check_eps, _check_norm, _l2_norms, pgd
 from studykit.devices import model_device
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation helpers.
 
+
+
+logger = logging.getLogger(__name__)
 
 
 def adversarial_accuracy(
