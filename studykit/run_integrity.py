@@ -23,7 +23,6 @@ Damaged JSON files are handled by ``studykit.runs.read_json`` (moved aside, reco
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -33,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from studykit.digests import file_digest
 from studykit.runs import (
     RunStoreError,
     config_hash,
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be used: truncated, corrupt, altered since it was written
@@ -65,14 +63,6 @@ class CheckpointError(RuntimeError):
 # The digest of the checkpoint file in place at each path, as this process wrote or verified
 # it: what the next write records as "previous".
 _in_place: dict[str, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, obj: Any, what: str = "checkpoint") -> None:
@@ -93,7 +83,7 @@ def save_checkpoint(path: str | os.PathLike, obj: Any, what: str = "checkpoint")
 
     def write(tmp: Path) -> None:
         torch.save(obj, tmp)
-        digest = file_sha256(tmp)
+        digest = file_digest(tmp, "sha256")
         previous = _in_place.get(str(path)) if path.exists() else None
         if previous is None and path.exists():
             recorded = _recorded(path)
@@ -125,7 +115,7 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
         CheckpointError: the file differs from what was written.
     """
     path = Path(path)
-    digest = file_sha256(path)
+    digest = file_digest(path, "sha256")
     recorded = _recorded(path)
     if recorded is None:
         if os.access(path.parent, os.W_OK):

@@ -15,7 +15,7 @@ MAX_LINES = 620  # the house limit is about 600
 FLOORS: tuple[tuple[str, ...], ...] = (
     # 0: foundations (no studykit imports but each other)
     ("studykit", "studykit.paths", "studykit.rng", "studykit.threads", "studykit.checks",
-     "studykit.locks", "studykit.devices", "studykit.losses",
+     "studykit.locks", "studykit.devices", "studykit.digests", "studykit.losses",
      "studykit.schedules", "studykit.profiles"),
     # 1: data, image operations, networks
     ("studykit.runs", "studykit.run_integrity", "studykit.data", "studykit.corruptions",

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from studykit import cli, run_integrity
+from studykit.digests import file_digest
 from studykit.runs import digest_path
 
 TRAIN = ["train", "--profile", "smoke", "-p", "n_train=128", "-p", "n_test=32",
@@ -87,7 +88,7 @@ def test_checkpoint_digest_recorded_and_checked(store):
     runs, _ = store
     ckpt = _run_dir(runs) / "checkpoint.pt"
     rec = json.loads(digest_path(ckpt).read_text())
-    assert rec["sha256"] == run_integrity.file_sha256(ckpt)
+    assert rec["sha256"] == file_digest(ckpt, "sha256")
     run_integrity.verify_checkpoint(ckpt)  # as written: checks
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studykit.data.fetch import DATASETS, file_digest
+from studykit.data.fetch import DATASETS
+from studykit.digests import file_digest
 from studykit.paths import data_root
 
 FOLDER = "CIFAR-10.1"

@@ -18,7 +18,6 @@ device, setuid or would land outside the data folder is refused.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from studykit.digests import file_digest
 from studykit.paths import data_root
 
 log = logging.getLogger(__name__)
@@ -131,25 +131,6 @@ FETCHABLE = (*DATASETS, "frost")
 
 class FetchError(OSError):
     """A download that failed (offline, a server error): one line naming the URL."""
-
-
-def _hasher(algorithm: str, size: int):
-    if algorithm == "git-blob":
-        h = hashlib.sha1()
-        h.update(f"blob {size}\0".encode())
-        return h
-    if algorithm in ("md5", "sha256"):
-        return hashlib.new(algorithm)
-    raise ValueError(f"unknown checksum algorithm {algorithm!r}; use md5, sha256 or git-blob")
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    """The hex digest of ``path`` under ``algorithm`` (``md5``, ``sha256``, ``git-blob``)."""
-    h = _hasher(algorithm, path.stat().st_size)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _content_length(response: http.client.HTTPResponse, url: str) -> int | None:
