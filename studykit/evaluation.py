@@ -40,10 +40,11 @@ EVAL_BATCH = 256
 
 
 @torch.no_grad()
-def accuracy(
+def correct(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH
-) -> float:
-    """Top-1 accuracy (%) of ``model`` (in eval mode) on images ``x``.
+) -> torch.Tensor:
+    """Per-image outcome of ``model`` (in eval mode) on images ``x``: True where the top-1
+    prediction is the label. The paired statistics of `studykit.claims` resample these.
 
     Args:
         model: classifier taking [0, 1] images.
@@ -51,13 +52,16 @@ def accuracy(
         y: labels.
         batch_size: images per forward (each batch goes in channels_last order).
 
+    Returns:
+        Bool tensor on the CPU.
+
     Shape:
-        - x: :math:`(N, 3, H, W)`, y: :math:`(N,)`
+        - x: :math:`(N, 3, H, W)`, y: :math:`(N,)`, output: :math:`(N,)`
     """
     device = model_device(model)
     was_training = model.training
     model.eval()
-    correct = 0
+    hits = [torch.zeros(0, dtype=torch.bool)]
     try:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i : i + batch_size].to(device)
@@ -65,10 +69,18 @@ def accuracy(
                 xb = xb.float().div_(255)
             if xb.ndim == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            correct += (model(xb).argmax(1) == y[i : i + batch_size].to(device)).sum().item()
+            hits.append((model(xb).argmax(1) == y[i : i + batch_size].to(device)).cpu())
     finally:
         model.train(was_training)
-    return 100.0 * correct / max(x.shape[0], 1)
+    return torch.cat(hits)
+
+
+def accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH
+) -> float:
+    """Top-1 accuracy (%) of ``model`` (in eval mode) on images ``x`` (see :func:`correct`)."""
+    hits = correct(model, x, y, batch_size=batch_size)
+    return 100.0 * int(hits.sum()) / max(x.shape[0], 1)
 
 
 def clean_accuracy(model: nn.Module, dataset: ImageDataset, *,
@@ -87,6 +99,7 @@ def corruption_table(
     seed: int = 0,
     batch_size: int = EVAL_BATCH,
     progress: bool = True,
+    outcomes: dict[str, torch.Tensor] | None = None,
 ) -> pd.DataFrame:
     """Accuracy per (corruption, severity) on the dataset's (possibly subset) test set.
 
@@ -102,6 +115,8 @@ def corruption_table(
         seed: seed of the generated corruptions.
         batch_size: images per forward.
         progress: tqdm bars over (corruption, severity) and over a set being generated.
+        outcomes: when given, filled with each set's per-image outcome (:func:`correct`) under
+            the key ``"<corruption>/<severity>"``.
 
     Returns:
         Columns ``corruption, severity, accuracy, source`` (one row per pair).
@@ -112,7 +127,10 @@ def corruption_table(
     pairs = [(n, s) for n in names for s in severities]
     for name, sev in tqdm(pairs, desc="corruptions", leave=False, disable=not progress):
         cs = load_corrupted(dataset, name, sev, root=root, seed=seed, progress=progress)
-        acc = accuracy(model, cs.x, cs.y, batch_size=batch_size)
+        hits = correct(model, cs.x, cs.y, batch_size=batch_size)
+        if outcomes is not None:
+            outcomes[f"{name}/{sev}"] = hits
+        acc = 100.0 * int(hits.sum()) / max(cs.x.shape[0], 1)
         rows.append({"corruption": name, "severity": sev, "accuracy": acc, "source": cs.source})
     return pd.DataFrame(rows)
 
@@ -249,6 +267,7 @@ def adversarial_curve(
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = True,
+    outcomes: dict[float, torch.Tensor] | None = None,
     **pgd_kwargs,
 ) -> pd.DataFrame:
     """Accuracy (%) under PGD at each eps, in eval mode.
@@ -261,6 +280,7 @@ def adversarial_curve(
         norm: ``linf`` or ``l2``.
         steps: PGD steps.
         seed: seeds the random starts.
+        outcomes: when given, filled with each eps's per-image outcome (True: still correct).
 
     Returns:
         Columns ``norm, eps, steps, accuracy``.
@@ -269,7 +289,7 @@ def adversarial_curve(
     g = torch.Generator().manual_seed(seed)
     accs = attacks.adversarial_accuracy(
         model, xf, y, eps_list=list(eps_list), norm=norm, steps=steps, batch_size=batch_size,
-        generator=g, progress=progress, **pgd_kwargs,
+        generator=g, progress=progress, outcomes=outcomes, **pgd_kwargs,
     )
     return pd.DataFrame(
         [{"norm": norm, "eps": float(e), "steps": steps, "accuracy": a} for e, a in accs.items()]

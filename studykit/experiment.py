@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from studykit import evaluation, models, preflight, profiles
+from studykit import evaluation, models, outcomes, preflight, profiles
 from studykit.checks import (
     AT_LEAST_1,
     NON_NEGATIVE,
@@ -76,7 +77,7 @@ EVAL_KEYS: dict[str, Any] = {
     "eval_pgd_steps": 10,
 }
 # Bumped when evaluation changes what it computes, so stored evaluations are recomputed.
-EVAL_VERSION = 2
+EVAL_VERSION = 3
 
 RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
                                 "runs_root": None, "download": False, "paper": None}
@@ -97,6 +98,8 @@ class ExperimentResult:
         corruption: accuracy per (corruption, severity), or None.
         adversarial: accuracy per eps, or None.
         trained: whether this call trained (or resumed) the model rather than loading it.
+        outcomes: per-image outcomes of the evaluation (`studykit.outcomes`): which test
+            images the model gets right, clean, corrupted and attacked.
     """
 
     config: dict[str, Any]
@@ -109,6 +112,7 @@ class ExperimentResult:
     corruption: pd.DataFrame | None
     adversarial: pd.DataFrame | None
     trained: bool
+    outcomes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -411,16 +415,16 @@ def _load_base(base: _Resolved, ds: ImageDataset, data_key: str
 
 def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method,
                  ds: ImageDataset) -> tuple[dict[str, Any], pd.DataFrame | None,
-                                            pd.DataFrame | None]:
+                                            pd.DataFrame | None, dict[str, np.ndarray]]:
     """Evaluate (or load stored evaluation of) a trained model under ``cfg['eval']``.
 
     Results live in ``<run>/eval/<key>/``, keyed by the evaluation settings, the run's
     completion stamp (a retrained model is never judged by its predecessor's numbers) and
     whether released CIFAR-C files are present. Runs under the run's lock, so concurrent
     notebooks asking for the same evaluation compute it once. A stored evaluation with a
-    damaged file (JSON, or a table that is empty, not CSV, cut short, or of other columns or
-    row count than written) has it moved aside with one warning and is computed again; a
-    damaged or missing ``metrics.json`` of the run is rewritten.
+    damaged file (JSON, per-image outcomes, or a table that is empty, not CSV, cut short, or of
+    other columns or row count than written) has it moved aside with one warning and is
+    computed again; a damaged or missing ``metrics.json`` of the run is rewritten.
     """
     ev, rt = cfg["eval"], cfg["runtime"]
     released = any((data_root() / d).is_dir() for d in ("CIFAR-10-C", "CIFAR-100-C"))
@@ -429,19 +433,25 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
     folder = run.dir / "eval" / key
     metrics_path = folder / "metrics.json"
     c_path, a_path = folder / "corruption.csv", folder / "adversarial.csv"
+    o_path = folder / outcomes.FILE_NAME
     with run.lock():
         metrics = read_json(metrics_path)  # None when missing or damaged (moved aside)
         if isinstance(metrics, dict):
             stored = _stored_tables(ev, c_path, a_path)
+            hits = None
             if stored is not None:
+                hits = outcomes.load_outcomes(o_path, expected=_outcome_sizes(ev, ds, *stored))
+            if hits is not None:
                 if read_json(run.metrics_json) is None and run.writable:
                     run.update_metrics({**metrics, "eval_key": key})  # it was damaged
-                return metrics, *stored
-        metrics, corr, adv = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
+                return metrics, *stored, hits
+        metrics, corr, adv, hits = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
+        hits = {k: outcomes.as_array(v) for k, v in hits.items()}
         if not run.writable:
             log.warning("run store %s is read-only: this evaluation is not stored", run.dir)
-            return metrics, corr, adv
+            return metrics, corr, adv, hits
         folder.mkdir(parents=True, exist_ok=True)
+        outcomes.save_outcomes(o_path, hits)
         if corr is not None:
             write_csv_atomic(corr, c_path)
         if adv is not None:
@@ -449,7 +459,22 @@ def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method
         write_json_atomic(folder / "spec.json", ev)
         write_json_atomic(metrics_path, metrics)
         run.update_metrics({**metrics, "eval_key": key})
-    return metrics, corr, adv
+    return metrics, corr, adv, hits
+
+
+def _outcome_sizes(ev: Mapping[str, Any], ds: ImageDataset, corr: pd.DataFrame | None,
+                   adv: pd.DataFrame | None) -> dict[str, int]:
+    """The outcome vectors an evaluation under ``ev`` writes, and their lengths."""
+    n = ds.x_test.shape[0]
+    sizes = {"clean": n}
+    if corr is not None:
+        n_sub = min(ev["eval_corruption_images"] or n, n)
+        sizes.update({outcomes.corruption_key(r.corruption, r.severity): n_sub
+                      for r in corr.itertuples()})
+    if adv is not None:
+        n_adv = min(ev["eval_adversarial_images"] or n, n)
+        sizes.update({outcomes.adv_key(r.norm, r.eps): n_adv for r in adv.itertuples()})
+    return sizes
 
 
 # The columns of the tables `_evaluate` writes.
@@ -480,29 +505,38 @@ def _stored_tables(ev: Mapping[str, Any], c_path: Path, a_path: Path
 
 
 def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: bool
-              ) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None]:
+              ) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None,
+                         dict[str, torch.Tensor]]:
     ev = cfg["eval"]
-    metrics: dict[str, Any] = {"clean_acc": evaluation.clean_accuracy(net, ds)}
+    hits = {"clean": evaluation.correct(net, ds.x_test, ds.y_test)}
+    metrics: dict[str, Any] = {"clean_acc": 100.0 * float(hits["clean"].float().mean())
+                               if len(hits["clean"]) else 0.0}
     corr = adv = None
     if ev["eval_corruptions"] is not None:
         sub = ds
         if ev["eval_corruption_images"] and ev["eval_corruption_images"] < ds.x_test.shape[0]:
             sub = ds.subset(n_test=ev["eval_corruption_images"], seed=cfg["train"]["data_seed"])
             # Accuracy drops compare like with like: clean accuracy on the same images.
-            metrics["clean_acc_subset"] = evaluation.clean_accuracy(net, sub)
+            hits["clean_subset"] = evaluation.correct(net, sub.x_test, sub.y_test)
+            metrics["clean_acc_subset"] = 100.0 * float(hits["clean_subset"].float().mean())
+        per_set: dict[str, torch.Tensor] = {}
         corr = evaluation.corruption_table(net, sub, corruptions=ev["eval_corruptions"],
-                                           root=data_root(), progress=progress)
+                                           root=data_root(), progress=progress, outcomes=per_set)
+        hits.update({f"corruption/{k}": v for k, v in per_set.items()})
         if set(evaluation.BENCHMARK_CORRUPTIONS) <= set(corr["corruption"]):
             metrics["ra"] = evaluation.robust_accuracy(corr)
             metrics["mce"] = evaluation.mean_corruption_error(corr)
     if ev["eval_adversarial"] is not None:
         n = ev["eval_adversarial_images"] or ds.x_test.shape[0]
+        per_eps: dict[float, torch.Tensor] = {}
         adv = evaluation.adversarial_curve(
             net, ds.x_test[:n], ds.y_test[:n], eps_list=ev["eval_eps"],
-            norm=ev["eval_adversarial"], steps=ev["eval_pgd_steps"], progress=progress)
+            norm=ev["eval_adversarial"], steps=ev["eval_pgd_steps"], progress=progress,
+            outcomes=per_eps)
+        hits.update({outcomes.adv_key(ev["eval_adversarial"], e): v for e, v in per_eps.items()})
         for row in adv.itertuples():
             metrics[f"adv_{row.norm}@{row.eps:.4g}"] = row.accuracy
-    return metrics, corr, adv
+    return metrics, corr, adv, hits
 
 
 def _load_data(train: Mapping[str, Any], runtime: Mapping[str, Any]) -> ImageDataset:
@@ -552,8 +586,9 @@ def run_experiment(**params: Any) -> ExperimentResult:
     cfg = resolved.cfg
     ds = _load_data(cfg["train"], cfg["runtime"])
     run, model, method, history, trained = _train_or_load(resolved, ds, data_fingerprint(ds))
-    metrics, corr, adv = evaluate_run(run, cfg, model, method, ds)
-    return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained)
+    metrics, corr, adv, hits = evaluate_run(run, cfg, model, method, ds)
+    return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained,
+                            hits)
 
 
 def results_table(results: Sequence[ExperimentResult]) -> pd.DataFrame:

@@ -251,6 +251,12 @@ def write_results_page(
         "`studykit study --profile quick` rewrites it after a successful run). Each entry is "
         "one figure or table with the caption its notebook wrote, which says how it was made.",
         "",
+    ]
+    if (figures_dir / "claims.md").exists():
+        lines += ["The papers' claims, each with its measured difference, 95 % interval and "
+                  f"verdict: [the claims scorecard]({_link(figures_dir / 'claims.md', page_dir)}).",
+                  ""]
+    lines += [
         "## Contents",
         "",
         "- [Notebook times](#notebook-times)",
@@ -289,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studykit.paths import project_root
 
     root = project_root()
-    p = argparse.ArgumentParser(prog="python -m studykit.results_page",
-                                description="Write the results page from the figures folder.")
+    p = argparse.ArgumentParser(
+        prog="python -m studykit.results_page",
+        description="Write the results page and the claims scorecard from the figures folder.")
     p.add_argument("--figures", type=Path, default=root / "figures",
                    help="figures folder (default figures/)")
     p.add_argument("--out", type=Path, default=root / "docs" / "results.md",
@@ -300,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="studykit.results_page: %(message)s")
     try:
+        from studykit.claims import write_scorecard
+
+        write_scorecard(args.figures)
         out = write_results_page(args.figures, args.out, notebooks_dir=args.notebooks)
     except (OSError, ValueError) as e:
         log.error("%s", e)

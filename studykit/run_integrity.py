@@ -212,7 +212,7 @@ def check_owner(run: Run) -> None:
 _warned: set[str] = set()
 
 
-def _move_aside(path: Path, problem: str) -> None:
+def move_aside(path: Path, problem: str) -> None:
     if str(path) not in _warned:
         _warned.add(str(path))
         log.warning("%s is damaged (%s); recomputing what it held", path, problem)
@@ -259,7 +259,7 @@ def read_table(path: Path, *, rows: int | None = None,
         return None
     problem = table_problem(path, rows=rows, columns=columns)
     if problem is not None:
-        _move_aside(path, problem)
+        move_aside(path, problem)
         return None
     return pd.read_csv(path)
 
@@ -278,7 +278,7 @@ def repair_history(run: Run, history: Sequence[dict[str, Any]] | None) -> None:
         problem = table_problem(path, rows=len(df), columns=list(df.columns), cells=False)
         if problem is None:
             return
-        _move_aside(path, problem)
+        move_aside(path, problem)
     else:
         log.warning("%s is missing; rewritten from the run's checkpoint", path)
     write_csv_atomic(df, path)

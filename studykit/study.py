@@ -14,6 +14,9 @@ After a successful study the results page is rewritten (`studykit.results_page`)
 * ``smoke``: the page goes to the study's temporary figures folder, so a smoke study never
   changes a tracked file;
 * ``paper``: no page (the committed figures and the page describe the ``quick`` profile).
+
+With the page, the claims scorecard (``claims.md`` in the figures folder, `studykit.claims`) is
+rewritten from the notebooks' ``claims.csv``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from studykit import profiles, results_page
+from studykit import claims, profiles, results_page
 from studykit.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -205,6 +208,7 @@ def write_results(profile: str, figures: Path, times: Sequence[results_page.Note
         out, timings = figures / "results.md", {t.name: t for t in times}
     else:
         return None
+    claims.write_scorecard(figures)
     page = results_page.write_results_page(figures, out, timings, notebooks_dir=nb_dir)
     log.info("results page %s", page)
     return page

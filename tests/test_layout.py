@@ -19,7 +19,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "studykit.schedules", "studykit.profiles"),
     # 1: data, image operations, networks
     ("studykit.runs", "studykit.run_integrity", "studykit.data", "studykit.corruptions",
-     "studykit.augment", "studykit.models", "studykit.normalization"),
+     "studykit.augment", "studykit.models", "studykit.normalization", "studykit.outcomes"),
     # 2: algorithms on those
     ("studykit.attacks", "studykit.analysis", "studykit.augmax_search", "studykit.advbn",
      "studykit.weight_perturbation", "studykit.ssim_guard", "studykit.certify",
@@ -28,7 +28,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("studykit.methods", "studykit.evaluation", "studykit.analysis.hardness",
      "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),
     # 4: experiments and what shows them
-    ("studykit.experiment", "studykit.comparison", "studykit.viz", "studykit.widgets"),
+    ("studykit.experiment", "studykit.comparison", "studykit.viz", "studykit.widgets",
+     "studykit.claims"),
     # 5: entry points
     ("studykit.study", "studykit.results_page", "studykit.cli", "studykit.__main__"),
 )

@@ -37,6 +37,7 @@ def adversarial_accuracy(
     batch_size: int = 256,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    outcomes: dict[float, Tensor] | None = None,
     **pgd_kwargs,
 ) -> dict[float, float]:
     """Accuracy (%) under PGD at each eps; eps 0 is the clean accuracy (no attack is run).
@@ -58,6 +59,8 @@ def adversarial_accuracy(
         batch_size: images per attacked batch.
         generator: random source of the random starts.
         progress: show a tqdm bar (``leave=False``).
+        outcomes: when given, filled with each eps's per-image outcome (bool, on the CPU, True
+            where the attacked image is still classified correctly), for paired statistics.
         **pgd_kwargs: passed on to :func:`pgd` (``random_start``, ``loss_fn``, ...).
 
     Returns:
@@ -94,7 +97,7 @@ def adversarial_accuracy(
             if start_state is not None:
                 generator.set_state(start_state)
             size = step_size(eps) if callable(step_size) else step_size
-            correct = 0
+            hits = []
             for start in range(0, n, batch_size):
                 xb = x[start : start + batch_size].to(device)
                 yb = y[start : start + batch_size].to(device)
@@ -111,9 +114,12 @@ def adversarial_accuracy(
                         **pgd_kwargs,
                     )
                 with torch.no_grad():
-                    correct += int((model(xb).argmax(dim=1) == yb).sum())
+                    hits.append((model(xb).argmax(dim=1) == yb).cpu())
                 bar.update(1)
-            results[float(eps)] = 100.0 * correct / max(n, 1)
+            hit = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+            if outcomes is not None:
+                outcomes[float(eps)] = hit
+            results[float(eps)] = 100.0 * int(hit.sum()) / max(n, 1)
             logger.debug("PGD %s eps=%.4g: accuracy %.2f%%", norm, eps, results[float(eps)])
     return results
 
