@@ -26,5 +26,6 @@ from studykit.claims.stats import (
 from studykit.claims.table import CLAIMS, Claim, claims_of
 
 __all__ = ["CLAIMS", "COLUMNS", "VERDICTS", "Claim", "Difference", "claims_of", "difference",
-           "evaluate_claims", "measure_claim", "paired_bootstrap", "read_claims", "t_interval",
+           "evaluate_claims", "measure_claim", "paired_bootstrap", "read_claims", "row_values",
+           "t_interval",
            "unit_values", "verdict", "write_scorecard"]

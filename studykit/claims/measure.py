@@ -68,6 +68,12 @@ def unit_values(result: Any, metric: str) -> np.ndarray:
                      "adv/<norm>/<eps>, or pass per-unit values")
 
 
+def row_values(result: Any, metrics: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{metric: unit_values(result, metric)}``: one row's values when a claim's rows draw on
+    several evaluations of one model (corruptions from one, an L2 attack from another)."""
+    return {m: unit_values(result, m) for m in metrics}
+
+
 def measure_claim(claim: Claim, rows: Mapping[str, Row], *, seed: int = 0) -> dict[str, Any]:
     """One claim's row of ``claims.csv``; ``not run`` when the notebook lacks one of its rows
     (its parameters left that method out)."""
@@ -137,4 +143,4 @@ def read_claims(figures: Path) -> pd.DataFrame:
 
 
 __all__ = ["CLAIMS", "COLUMNS", "evaluate_claims", "measure_claim", "read_claims",
-           "unit_values"]
+           "row_values", "unit_values"]
