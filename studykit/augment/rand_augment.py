@@ -305,7 +305,8 @@ def apply_randaugment(
     """Apply the ops of ``params`` to every image (deterministic given ``params``).
 
     Args:
-        x: images, float in [0, 1] or uint8 levels 0..255, grey or RGB.
+        x: images, float in [0, 1] (read as uint8 levels ``floor(255 x + 1e-3)``, as the
+            AugMix ops read them) or uint8 levels 0..255, grey or RGB.
         params: from :func:`sample_randaugment_params` with ``batch_size == N``; moved to x's
             device if needed (draw them on x's device to avoid the copy).
         as_levels: return uint8 levels (0..255) instead of float images in [0, 1].
