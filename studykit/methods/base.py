@@ -49,6 +49,12 @@ class MethodConfig:
     RANGES: ClassVar[dict[str, Any]] = {}
     CHOICES: ClassVar[dict[str, tuple]] = {}
 
+    def record(self) -> dict[str, Any]:
+        """The options as a run's config stores them (and so as its hash sees them): every
+        field by default. A Config that gains an option leaves it out where this configuration
+        does not use it, so the runs stored before keep their hashes."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MethodContext:

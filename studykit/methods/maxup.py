@@ -11,7 +11,9 @@ forward and backward on the chosen copies. m = 1 is plain augmentation with P.
 
 P (``augmentation``): ``gauss`` (x + N(0, sigma^2), not clipped, as randomized smoothing
 trains), ``cutout`` (one 16x16 square), ``cutmix`` (a box from a partner image; the label is
-mixed by area, lam CE(y) + (1 - lam) CE(y_partner)), ``augmix`` (one AugMix image, no JSD).
+mixed by area, lam CE(y) + (1 - lam) CE(y_partner)), ``randaugment`` (N ops at magnitude M per
+copy, the paper's Table 7 with WRN-28-10; N = 3, M = 5 are RandAugment's CIFAR-10 values for
+that network), ``augmix`` (one AugMix image, no JSD; not in the paper).
 
 The selection forward runs with the model's train-mode BN (the statistics the training forward
 will use) but restores every running statistic afterwards, so selection never moves them. The
@@ -34,12 +36,14 @@ from studykit.augment import (
     augmix,
     cutout,
     gaussian_noise,
+    randaugment,
     sample_cutmix_params,
 )
-from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE
+from studykit.augment.rand_augment import MAX_MAGNITUDE
+from studykit.checks import AT_LEAST_1, FRACTION, POSITIVE, Range
 from studykit.methods.base import Method, MethodConfig, StepOutput, register_method
 
-AUGMENTATIONS = ("gauss", "cutout", "cutmix", "augmix")
+AUGMENTATIONS = ("gauss", "cutout", "cutmix", "randaugment", "augmix")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +52,9 @@ class MaxUpConfig(MethodConfig):
 
     ``warmup``: fraction of training with plain augmentation (one copy) before MaxUp starts;
     the paper trains 5 epochs of 200 that way from scratch. ``low_res``: side in pixels of the
-    copies the worst one is chosen on (None: full resolution).
+    copies the worst one is chosen on (None: full resolution). ``randaugment_n`` and
+    ``randaugment_m``: RandAugment's N (ops per copy) and M (magnitude, 0..30), used by
+    ``augmentation="randaugment"`` only (and only then stored with the run).
     """
 
     augmentation: str = "cutout"
@@ -56,12 +62,21 @@ class MaxUpConfig(MethodConfig):
     sigma: float = 0.25
     cutout_size: int = 16
     cutmix_alpha: float = 1.0
+    randaugment_n: int = 3
+    randaugment_m: float = 5.0
     warmup: float = 5 / 200
     low_res: int | None = None
 
     RANGES = {"m": AT_LEAST_1, "cutout_size": AT_LEAST_1, "cutmix_alpha": POSITIVE,
-              "warmup": FRACTION, "low_res": AT_LEAST_1}
+              "warmup": FRACTION, "low_res": AT_LEAST_1,
+              "randaugment_m": Range(0, MAX_MAGNITUDE)}
     CHOICES = {"augmentation": AUGMENTATIONS}
+
+    def record(self) -> dict:
+        out = super().record()
+        if self.augmentation != "randaugment":  # runs stored before RandAugment keep their hash
+            del out["randaugment_n"], out["randaugment_m"]
+        return out
 
 
 @register_method("maxup")
@@ -90,6 +105,8 @@ class MaxUp(Method):
             xr = cutout(xr, c.cutout_size, generator=generator)
         elif c.augmentation == "augmix":
             xr = augmix(xr, generator=generator)
+        elif c.augmentation == "randaugment":
+            xr = randaugment(xr, c.randaugment_n, c.randaugment_m, generator=generator)
         else:  # cutmix: a partner drawn from the batch (any copy; copies repeat the images)
             params = sample_cutmix_params(xr.shape[0], xr.shape[2], xr.shape[3],
                                           alpha=c.cutmix_alpha, generator=generator)
