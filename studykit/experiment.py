@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from studykit import evaluation, models, preflight, profiles
+from studykit import distributed, evaluation, models, preflight, profiles
 from studykit.checks import (
     AT_LEAST_1,
     NON_NEGATIVE,
@@ -79,7 +79,8 @@ EVAL_KEYS: dict[str, Any] = {
 EVAL_VERSION = 2
 
 RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
-                                "runs_root": None, "download": False, "paper": None}
+                                "runs_root": None, "download": False, "paper": None,
+                                "sync_bn": False}
 
 
 @dataclass
@@ -146,7 +147,7 @@ _SPECS: dict[str, tuple[Any, Range | None]] = {
     "eval_pgd_steps": (int, NON_NEGATIVE),
     "profile": (str, None), "device": (str, None), "progress": (bool, None),
     "runs_root": (str | os.PathLike | None, None), "download": (bool, None),
-    "paper": (str | None, None),
+    "paper": (str | None, None), "sync_bn": (bool, None),
 }
 _CHOICES: dict[str, tuple] = {"schedule": SCHEDULES, "eval_adversarial": (None, *DEFAULT_EPS)}
 
@@ -276,6 +277,13 @@ def _resolve(**params: Any) -> _Resolved:
                              "(benchmark, extra, all) or None for no corruption evaluation")
     if runtime["device"] == "auto":
         runtime["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    runtime["device"] = distributed.local_device(runtime["device"])  # cuda:LOCAL_RANK
+    distributed.check_batch_size(train["batch_size"])
+    if runtime["sync_bn"]:  # only then in the hash: other runs keep theirs
+        if torch.device(runtime["device"]).type != "cuda":
+            raise ParamError(f"sync_bn=True needs a CUDA device, got device="
+                             f"{runtime['device']!r}; use sync_bn=False on the CPU")
+        train["sync_bn"] = True
     preflight.check_device(runtime["device"])
     preflight.check_data_size(train)
     cfg = {"train": train, "eval": ev, "runtime": runtime}
@@ -320,7 +328,7 @@ def _train_config(train: Mapping[str, Any]) -> TrainConfig:
         epochs=train["epochs"], lr=train["lr"], momentum=train["momentum"],
         nesterov=train["nesterov"], weight_decay=train["weight_decay"],
         schedule=train["schedule"], warmup_epochs=train["warmup_epochs"], seed=train["seed"],
-        milestones=tuple(train.get("milestones", ())),
+        milestones=tuple(train.get("milestones", ())), sync_bn=train.get("sync_bn", False),
     )
 
 
@@ -329,7 +337,8 @@ def _fit(cfg: dict[str, Any], ds: ImageDataset, method: Method, data_key: str,
     train, rt = cfg["train"], cfg["runtime"]
     device = torch.device(rt["device"])
     loader = DeviceLoader(ds.x_train, ds.y_train, train["batch_size"], device=device,
-                          train=True, seed=train["seed"])
+                          train=True, seed=train["seed"], rank=distributed.rank(),
+                          world_size=distributed.world_size())
     test_loader = DeviceLoader(ds.x_test, ds.y_test, 500, device=device, train=False)
     method.prepare(MethodContext(dataset=ds, data_key=data_key, device=device,
                                  store=RunStore(rt["runs_root"]), progress=rt["progress"]))
@@ -550,9 +559,16 @@ def run_experiment(**params: Any) -> ExperimentResult:
     """
     resolved = _resolve(**params)
     cfg = resolved.cfg
+    distributed.setup(cfg["runtime"]["device"])  # under torchrun: join the process group
     ds = _load_data(cfg["train"], cfg["runtime"])
     run, model, method, history, trained = _train_or_load(resolved, ds, data_fingerprint(ds))
+    # Under torchrun rank 0 evaluates and stores; the other ranks then read what it stored.
+    main = distributed.is_main()
+    if not main:
+        distributed.wait_for_main()
     metrics, corr, adv = evaluate_run(run, cfg, model, method, ds)
+    if main:
+        distributed.wait_for_main()
     return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained)
 
 
