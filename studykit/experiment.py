@@ -560,10 +560,15 @@ def run_experiment(**params: Any) -> ExperimentResult:
     resolved = _resolve(**params)
     cfg = resolved.cfg
     distributed.setup(cfg["runtime"]["device"])  # under torchrun: join the process group
-    ds = _load_data(cfg["train"], cfg["runtime"])
-    run, model, method, history, trained = _train_or_load(resolved, ds, data_fingerprint(ds))
-    # Under torchrun rank 0 evaluates and stores; the other ranks then read what it stored.
+    # Under torchrun rank 0 fetches the data, then evaluates and stores the evaluation; the
+    # other ranks wait for it, then read what it wrote.
     main = distributed.is_main()
+    if not main:
+        distributed.wait_for_main()
+    ds = _load_data(cfg["train"], cfg["runtime"])
+    if main:
+        distributed.wait_for_main()
+    run, model, method, history, trained = _train_or_load(resolved, ds, data_fingerprint(ds))
     if not main:
         distributed.wait_for_main()
     metrics, corr, adv = evaluate_run(run, cfg, model, method, ds)

@@ -99,7 +99,7 @@ def read_json(path: Path) -> Any | None:
         if str(path) not in _warned_damaged:
             _warned_damaged.add(str(path))
             log.warning("%s is damaged (%s); recomputing what it held", path, e)
-        if os.access(path.parent, os.W_OK):
+        if os.access(path.parent, os.W_OK) and distributed.is_main():
             os.replace(path, path.with_name(f"{path.name}.corrupt-{time.time_ns()}"))
         return None
 
