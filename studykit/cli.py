@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--executor", default="local", choices=("local", "slurm"),
                     help="local: processes on this machine (default); slurm: sbatch jobs")
     pw.add_argument("--slurm-partition", default=None, help="the Slurm partition")
-    pw.add_argument("--gpus", type=int, default=0, help="GPUs per job (default 0)")
+    pw.add_argument("--gpus", type=int, default=0,
+                    help="GPUs per job (default 0: a job, local ones too, sees no GPU)")
     pw.add_argument("--cpus", type=int, default=1, help="CPU cores per job (default 1)")
     pw.add_argument("--timeout-min", type=int, default=24 * 60,
                     help="each job's time limit in minutes (default 1440)")
