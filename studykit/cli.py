@@ -1,9 +1,10 @@
-"""The studykit command line: list, train, eval, study and fetch.
+"""The studykit command line: list, train, eval, sweep, study and fetch.
 
 ``train`` and ``eval`` call ``run_experiment`` (``-p key=value`` sets any of its parameters,
-values parsed as Python literals); ``study`` runs the notebook series with papermill. A bad value
-ends in one line on stderr (``studykit: error: ...``) and exit status 2, Ctrl-C in exit status
-130 with a note on how to resume; ``-v`` shows full tracebacks.
+values parsed as Python literals); ``sweep`` launches a grid of them as jobs
+(``studykit.sweep``, on this machine or a Slurm cluster); ``study`` runs the notebook series
+with papermill. A bad value ends in one line on stderr (``studykit: error: ...``) and exit
+status 2, Ctrl-C in exit status 130 with a note on how to resume; ``-v`` shows full tracebacks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ examples:
   studykit list params            every -p key: type, default per profile, allowed values
   studykit train -p method=augmax -p norm=dubin -p seed=1
   studykit eval --profile quick -p method=augmix -p epochs=5
+  studykit sweep --methods standard,augmix --seeds 0,1,2 --profile quick
+  torchrun --nproc_per_node=4 -m studykit train --profile paper -p method=augmax
   studykit study --notebooks 00 01
   studykit fetch cifar10 cifar10-c   needs internet; checksums verified, resumable
 A run interrupted (Ctrl-C, a killed job) resumes from its last epoch when the same command is
@@ -164,6 +167,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(text: str, what: str, cast: Any = str) -> list[Any]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise CLIError(f"{what} {text!r} names nothing; give a comma-separated list")
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise CLIError(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from studykit.sweep import sweep
+
+    grid: dict[str, list[Any]] = {"method": _split(args.methods, "--methods"),
+                                  "seed": _split(args.seeds, "--seeds", int)}
+    for pair in args.grid:
+        key, sep, values = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"bad --grid {pair!r}; write key=v1,v2, e.g. --grid norm=dubin,bn")
+        grid[key] = [parse_params([f"{key}={v}"])[key] for v in _split(values, "--grid")]
+    params = parse_params(args.param)
+    params.setdefault("profile", args.profile)
+    params.setdefault("progress", False)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        sweep(grid, executor=args.executor, folder=args.folder,
+              slurm_partition=args.slurm_partition, gpus=args.gpus, cpus=args.cpus,
+              timeout_min=args.timeout_min, wait=not args.no_wait, echo=True, **params)
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from studykit import study
 
@@ -215,6 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a run_experiment parameter, e.g. -p method=standard -p epochs=3; "
                              "'studykit list params' lists them")
         pt.set_defaults(func=_cmd_train)
+
+    pw = sub.add_parser("sweep", help="a grid of runs (methods x seeds x options) as jobs on "
+                                      "this machine or a Slurm cluster, into one run store")
+    pw.add_argument("--methods", required=True, help="comma-separated methods, e.g. "
+                                                     "standard,augmax")
+    pw.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    pw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="another key to sweep, e.g. --grid norm=dubin,bn")
+    pw.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    pw.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a run_experiment parameter every job shares")
+    pw.add_argument("--executor", default="local", choices=("local", "slurm"),
+                    help="local: processes on this machine (default); slurm: sbatch jobs")
+    pw.add_argument("--slurm-partition", default=None, help="the Slurm partition")
+    pw.add_argument("--gpus", type=int, default=0,
+                    help="GPUs per job (default 0: a job, local ones too, sees no GPU)")
+    pw.add_argument("--cpus", type=int, default=1, help="CPU cores per job (default 1)")
+    pw.add_argument("--timeout-min", type=int, default=24 * 60,
+                    help="each job's time limit in minutes (default 1440)")
+    pw.add_argument("--folder", default=None,
+                    help="submitit's logs (default: sweeps/ in the run store)")
+    pw.add_argument("--no-wait", action="store_true",
+                    help="print the job ids and return; the runs land in the store")
+    pw.set_defaults(func=_cmd_sweep)
 
     from studykit.data.fetch import FETCHABLE
 

@@ -11,6 +11,7 @@ changing how a model is evaluated never retrains it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from studykit import evaluation, models, outcomes, preflight, profiles
+from studykit import distributed, models, preflight, profiles
 from studykit.checks import (
     AT_LEAST_1,
     NON_NEGATIVE,
@@ -44,14 +45,11 @@ from studykit.methods import (
 )
 from studykit.paths import data_root
 from studykit.rng import derive_seed
-from studykit.run_integrity import read_table
+from studykit.run_evaluation import evaluate_run
 from studykit.runs import (
     Run,
     RunStore,
     config_hash,
-    read_json,
-    write_csv_atomic,
-    write_json_atomic,
 )
 from studykit.train import SCHEDULES, FitResult, TrainConfig, fit, train_or_load_run
 
@@ -76,10 +74,10 @@ EVAL_KEYS: dict[str, Any] = {
     "eval_pgd_steps": 10,
 }
 # Bumped when evaluation changes what it computes, so stored evaluations are recomputed.
-EVAL_VERSION = 3
 
 RUNTIME_KEYS: dict[str, Any] = {"profile": "quick", "device": "auto", "progress": True,
-                                "runs_root": None, "download": False, "paper": None}
+                                "runs_root": None, "download": False, "paper": None,
+                                "sync_bn": False}
 
 
 @dataclass
@@ -149,7 +147,7 @@ _SPECS: dict[str, tuple[Any, Range | None]] = {
     "eval_pgd_steps": (int, NON_NEGATIVE),
     "profile": (str, None), "device": (str, None), "progress": (bool, None),
     "runs_root": (str | os.PathLike | None, None), "download": (bool, None),
-    "paper": (str | None, None),
+    "paper": (str | None, None), "sync_bn": (bool, None),
 }
 _CHOICES: dict[str, tuple] = {"schedule": SCHEDULES, "eval_adversarial": (None, *DEFAULT_EPS)}
 
@@ -279,6 +277,13 @@ def _resolve(**params: Any) -> _Resolved:
                              "(benchmark, extra, all) or None for no corruption evaluation")
     if runtime["device"] == "auto":
         runtime["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    runtime["device"] = distributed.local_device(runtime["device"])  # cuda:LOCAL_RANK
+    distributed.check_batch_size(train["batch_size"])
+    if runtime["sync_bn"]:  # only then in the hash: other runs keep theirs
+        if torch.device(runtime["device"]).type != "cuda":
+            raise ParamError(f"sync_bn=True needs a CUDA device, got device="
+                             f"{runtime['device']!r}; use sync_bn=False on the CPU")
+        train["sync_bn"] = True
     preflight.check_device(runtime["device"])
     preflight.check_data_size(train)
     cfg = {"train": train, "eval": ev, "runtime": runtime}
@@ -323,7 +328,7 @@ def _train_config(train: Mapping[str, Any]) -> TrainConfig:
         epochs=train["epochs"], lr=train["lr"], momentum=train["momentum"],
         nesterov=train["nesterov"], weight_decay=train["weight_decay"],
         schedule=train["schedule"], warmup_epochs=train["warmup_epochs"], seed=train["seed"],
-        milestones=tuple(train.get("milestones", ())),
+        milestones=tuple(train.get("milestones", ())), sync_bn=train.get("sync_bn", False),
     )
 
 
@@ -332,7 +337,8 @@ def _fit(cfg: dict[str, Any], ds: ImageDataset, method: Method, data_key: str,
     train, rt = cfg["train"], cfg["runtime"]
     device = torch.device(rt["device"])
     loader = DeviceLoader(ds.x_train, ds.y_train, train["batch_size"], device=device,
-                          train=True, seed=train["seed"])
+                          train=True, seed=train["seed"], rank=distributed.rank(),
+                          world_size=distributed.world_size())
     test_loader = DeviceLoader(ds.x_test, ds.y_test, 500, device=device, train=False)
     method.prepare(MethodContext(dataset=ds, data_key=data_key, device=device,
                                  store=RunStore(rt["runs_root"]), progress=rt["progress"]))
@@ -412,132 +418,6 @@ def _load_base(base: _Resolved, ds: ImageDataset, data_key: str
     return method, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def evaluate_run(run: Run, cfg: dict[str, Any], model: nn.Module, method: Method,
-                 ds: ImageDataset) -> tuple[dict[str, Any], pd.DataFrame | None,
-                                            pd.DataFrame | None, dict[str, np.ndarray]]:
-    """Evaluate (or load stored evaluation of) a trained model under ``cfg['eval']``.
-
-    Results live in ``<run>/eval/<key>/``, keyed by the evaluation settings, the run's
-    completion stamp (a retrained model is never judged by its predecessor's numbers) and
-    whether released CIFAR-C files are present. Runs under the run's lock, so concurrent
-    notebooks asking for the same evaluation compute it once. A stored evaluation with a
-    damaged file (JSON, per-image outcomes, or a table that is empty, not CSV, cut short, or of
-    other columns or row count than written) has it moved aside with one warning and is
-    computed again; a damaged or missing ``metrics.json`` of the run is rewritten.
-    """
-    ev, rt = cfg["eval"], cfg["runtime"]
-    released = any((data_root() / d).is_dir() for d in ("CIFAR-10-C", "CIFAR-100-C"))
-    key = config_hash({**ev, "data_seed": cfg["train"]["data_seed"], "version": EVAL_VERSION,
-                       "done": run.done_stamp(), "released_present": released})
-    folder = run.dir / "eval" / key
-    metrics_path = folder / "metrics.json"
-    c_path, a_path = folder / "corruption.csv", folder / "adversarial.csv"
-    o_path = folder / outcomes.FILE_NAME
-    with run.lock():
-        metrics = read_json(metrics_path)  # None when missing or damaged (moved aside)
-        if isinstance(metrics, dict):
-            stored = _stored_tables(ev, c_path, a_path)
-            hits = None
-            if stored is not None:
-                hits = outcomes.load_outcomes(o_path, expected=_outcome_sizes(ev, ds, *stored))
-            if hits is not None:
-                if read_json(run.metrics_json) is None and run.writable:
-                    run.update_metrics({**metrics, "eval_key": key})  # it was damaged
-                return metrics, *stored, hits
-        metrics, corr, adv, hits = _evaluate(cfg, method.eval_model(model), ds, rt["progress"])
-        hits = {k: outcomes.as_array(v) for k, v in hits.items()}
-        if not run.writable:
-            log.warning("run store %s is read-only: this evaluation is not stored", run.dir)
-            return metrics, corr, adv, hits
-        folder.mkdir(parents=True, exist_ok=True)
-        outcomes.save_outcomes(o_path, hits)
-        if corr is not None:
-            write_csv_atomic(corr, c_path)
-        if adv is not None:
-            write_csv_atomic(adv, a_path)
-        write_json_atomic(folder / "spec.json", ev)
-        write_json_atomic(metrics_path, metrics)
-        run.update_metrics({**metrics, "eval_key": key})
-    return metrics, corr, adv, hits
-
-
-def _outcome_sizes(ev: Mapping[str, Any], ds: ImageDataset, corr: pd.DataFrame | None,
-                   adv: pd.DataFrame | None) -> dict[str, int]:
-    """The outcome vectors an evaluation under ``ev`` writes, and their lengths."""
-    n = ds.x_test.shape[0]
-    sizes = {"clean": n}
-    if corr is not None:
-        n_sub = min(ev["eval_corruption_images"] or n, n)
-        sizes.update({outcomes.corruption_key(r.corruption, r.severity): n_sub
-                      for r in corr.itertuples()})
-    if adv is not None:
-        n_adv = min(ev["eval_adversarial_images"] or n, n)
-        sizes.update({outcomes.adv_key(r.norm, r.eps): n_adv for r in adv.itertuples()})
-    return sizes
-
-
-# The columns of the tables `_evaluate` writes.
-_TABLE_COLUMNS = {"corruption": ("corruption", "severity", "accuracy", "source"),
-                  "adversarial": ("norm", "eps", "steps", "accuracy")}
-
-
-def _stored_tables(ev: Mapping[str, Any], c_path: Path, a_path: Path
-                   ) -> tuple[pd.DataFrame | None, pd.DataFrame | None] | None:
-    """A stored evaluation's tables; None when one it must have is missing or damaged (empty,
-    not CSV, cut short, other columns or row count than `_evaluate` writes: moved aside with
-    one warning), so that the evaluation is computed again."""
-    from studykit.corruptions import list_corruptions
-
-    c = ev["eval_corruptions"]
-    corr = adv = None
-    if c is not None:
-        names = list_corruptions(c) if isinstance(c, str) else c
-        corr = read_table(c_path, rows=len(names) * len(evaluation.SEVERITIES),
-                          columns=_TABLE_COLUMNS["corruption"])
-        if corr is None:
-            return None
-    if ev["eval_adversarial"] is not None:
-        adv = read_table(a_path, rows=len(ev["eval_eps"]), columns=_TABLE_COLUMNS["adversarial"])
-        if adv is None:
-            return None
-    return corr, adv
-
-
-def _evaluate(cfg: dict[str, Any], net: nn.Module, ds: ImageDataset, progress: bool
-              ) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None,
-                         dict[str, torch.Tensor]]:
-    ev = cfg["eval"]
-    hits = {"clean": evaluation.correct(net, ds.x_test, ds.y_test)}
-    metrics: dict[str, Any] = {"clean_acc": 100.0 * float(hits["clean"].float().mean())
-                               if len(hits["clean"]) else 0.0}
-    corr = adv = None
-    if ev["eval_corruptions"] is not None:
-        sub = ds
-        if ev["eval_corruption_images"] and ev["eval_corruption_images"] < ds.x_test.shape[0]:
-            sub = ds.subset(n_test=ev["eval_corruption_images"], seed=cfg["train"]["data_seed"])
-            # Accuracy drops compare like with like: clean accuracy on the same images.
-            hits["clean_subset"] = evaluation.correct(net, sub.x_test, sub.y_test)
-            metrics["clean_acc_subset"] = 100.0 * float(hits["clean_subset"].float().mean())
-        per_set: dict[str, torch.Tensor] = {}
-        corr = evaluation.corruption_table(net, sub, corruptions=ev["eval_corruptions"],
-                                           root=data_root(), progress=progress, outcomes=per_set)
-        hits.update({f"corruption/{k}": v for k, v in per_set.items()})
-        if set(evaluation.BENCHMARK_CORRUPTIONS) <= set(corr["corruption"]):
-            metrics["ra"] = evaluation.robust_accuracy(corr)
-            metrics["mce"] = evaluation.mean_corruption_error(corr)
-    if ev["eval_adversarial"] is not None:
-        n = ev["eval_adversarial_images"] or ds.x_test.shape[0]
-        per_eps: dict[float, torch.Tensor] = {}
-        adv = evaluation.adversarial_curve(
-            net, ds.x_test[:n], ds.y_test[:n], eps_list=ev["eval_eps"],
-            norm=ev["eval_adversarial"], steps=ev["eval_pgd_steps"], progress=progress,
-            outcomes=per_eps)
-        hits.update({outcomes.adv_key(ev["eval_adversarial"], e): v for e, v in per_eps.items()})
-        for row in adv.itertuples():
-            metrics[f"adv_{row.norm}@{row.eps:.4g}"] = row.accuracy
-    return metrics, corr, adv, hits
-
-
 def _load_data(train: Mapping[str, Any], runtime: Mapping[str, Any]) -> ImageDataset:
     """The dataset at the configured size; an ``n_train``/``n_test`` larger than a file or
     CIFAR holds is a `ParamError` naming the key and the size available. With ``download``
@@ -583,9 +463,21 @@ def run_experiment(**params: Any) -> ExperimentResult:
     """
     resolved = _resolve(**params)
     cfg = resolved.cfg
+    distributed.setup(cfg["runtime"]["device"])  # under torchrun: join the process group
+    # Under torchrun rank 0 fetches the data, then evaluates and stores the evaluation; the
+    # other ranks wait for it, then read what it wrote.
+    main = distributed.is_main()
+    if not main:
+        distributed.wait_for_main()
     ds = _load_data(cfg["train"], cfg["runtime"])
+    if main:
+        distributed.wait_for_main()
     run, model, method, history, trained = _train_or_load(resolved, ds, data_fingerprint(ds))
+    if not main:
+        distributed.wait_for_main()
     metrics, corr, adv, hits = evaluate_run(run, cfg, model, method, ds)
+    if main:
+        distributed.wait_for_main()
     return ExperimentResult(cfg, run, model, method, ds, history, metrics, corr, adv, trained,
                             hits)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from studykit import distributed
 from studykit.locks import file_lock
 from studykit.paths import project_root, runs_root
 
@@ -98,7 +99,7 @@ def read_json(path: Path) -> Any | None:
         if str(path) not in _warned_damaged:
             _warned_damaged.add(str(path))
             log.warning("%s is damaged (%s); recomputing what it held", path, e)
-        if os.access(path.parent, os.W_OK):
+        if os.access(path.parent, os.W_OK) and distributed.is_main():
             os.replace(path, path.with_name(f"{path.name}.corrupt-{time.time_ns()}"))
         return None
 
@@ -187,7 +188,9 @@ class Run:
 
     @property
     def writable(self) -> bool:
-        return store_writable(self.dir)
+        """Whether this process may write the run: the store is writable and, under torchrun,
+        this is rank 0 (``studykit.distributed``; the other ranks read what it writes)."""
+        return distributed.is_main() and store_writable(self.dir)
 
     def update_metrics(self, new: Mapping[str, Any]) -> dict[str, Any]:
         metrics = self.read_metrics()

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from studykit import run_integrity
+from studykit import distributed, run_integrity
 from studykit.rng import derive_seed
 from studykit.run_integrity import CheckpointError
 from studykit.runs import RunStoreError, write_csv_atomic
@@ -77,7 +77,10 @@ class TrainConfig:
         channels_last: memory format; None means on for CUDA.
         grad_clip: max gradient norm, or None.
         seed: the run's seed; the method's generator and the global RNG get separate streams
-            derived from it (``studykit.rng.derive_seed``).
+            derived from it (``studykit.rng.derive_seed``); under torchrun each rank's streams
+            are derived anew at every epoch from (seed, epoch, rank).
+        sync_bn: BatchNorm statistics over the global batch under torchrun
+            (``nn.SyncBatchNorm``, CUDA only) rather than over each rank's slice.
     """
 
     epochs: int = 200
@@ -93,6 +96,7 @@ class TrainConfig:
     channels_last: bool | None = None
     grad_clip: float | None = None
     seed: int = 0
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -213,7 +217,7 @@ class ResumableEpochs:
     def end_epoch(self, record: dict[str, Any]) -> None:
         """Record a finished epoch and checkpoint the training's state after it."""
         self.history.append(record)
-        if self.checkpoint is None:
+        if self.checkpoint is None or not distributed.is_main():  # rank 0 writes it
             return
         state = {name: part.state_dict() for name, part in self.parts.items()}
         state.update(epoch=len(self.history), history=self.history)
@@ -254,12 +258,18 @@ def train_or_load_run(
         before_training: called once training is known to be needed (after the checks),
             before ``config.json`` is written.
 
+    Under torchrun (``studykit.distributed``) rank 0 does all of the above and tells the other
+    ranks whether to train; they train with it (``train`` is collective) or wait for it and
+    load the finished run. They never write the store.
+
     Returns:
         The result, and whether this call trained (or resumed) rather than loaded it.
 
     Raises:
         RunStoreError: the run has to be trained and the store is read-only.
     """
+    if distributed.world_size() > 1 and not distributed.is_main():
+        return _follow_main(run, load, train)
     fingerprint = {} if data_key is None else {"data_fingerprint": data_key}
     with run.lock():
         if run.writable:
@@ -279,23 +289,50 @@ def train_or_load_run(
                     AttributeError, IndexError) as e:  # damaged: not this model's checkpoint
                 _discard(run, f"{type(e).__name__}: {e}")
             else:
+                distributed.broadcast_object("load")
                 if not (run.dir / "config.json").exists() and run.writable:
                     # It was damaged and moved aside: every field again, the data too.
                     run.write_config(restored=True, **fingerprint)
                 run_integrity.repair_history(run, state.get("history"))
+                distributed.wait_for_main()
                 return result, False
+        if not run.writable:
+            distributed.broadcast_object("read-only")
         run.require_writable("train")
         if before_training is not None:
             before_training()
-        run.write_config(**fingerprint)
+        world = distributed.world_size()
+        run.write_config(**fingerprint, **({"world_size": world} if world > 1 else {}))
+        distributed.broadcast_object("train")
         try:
             result, history = train(run.checkpoint)
         except CheckpointError as e:
             run.discard_checkpoint(str(e))
+            distributed.wait_for_main()  # the others retry once it is moved aside
             result, history = train(run.checkpoint)
         write_csv_atomic(history, run.history_csv)
         run.mark_done()
+    distributed.wait_for_main()
+    return result, True
+
+
+def _follow_main(run: Run, load: Callable[[dict[str, Any]], T],
+                 train: Callable[[Path], tuple[T, pd.DataFrame]]) -> tuple[T, bool]:
+    """`train_or_load_run` on a rank other than 0: what rank 0 decided, without writing."""
+    decision = distributed.broadcast_object(None)
+    if decision == "read-only":
+        run.require_writable("train")  # rank 0 raises the same error
+    if decision == "train":
+        try:
+            result, _ = train(run.checkpoint)
+        except CheckpointError:
+            distributed.wait_for_main()
+            result, _ = train(run.checkpoint)
+        distributed.wait_for_main()
         return result, True
+    # A decision to load, or rank 0 failed before deciding (this wait then fails as well).
+    distributed.wait_for_main()
+    return load(load_checkpoint(run.checkpoint)), False
 
 
 def _discard(run: Run, reason: str) -> None:
@@ -375,6 +412,8 @@ def fit(
                      else use_channels_last(device))
 
     model = method.prepare_model(model).to(device)
+    if cfg.sync_bn:
+        model = distributed.convert_sync_bn(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # Weight decay on every parameter (BN included), as the papers' reference CIFAR code does.
@@ -387,6 +426,7 @@ def fit(
 
     epochs = ResumableEpochs(cfg.epochs, checkpoint_path,
                              {"model": model, "optimizer": opt, "method": method}, rng=device)
+    sync = distributed.GradientSync(model)  # inactive with one process
 
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
@@ -395,6 +435,10 @@ def fit(
     refresh = 1 if device.type == "cpu" else max(steps_per_epoch // 10, 1)
     for epoch in epochs.remaining():
         train_loader.set_epoch(epoch)
+        if sync.active:  # each rank's streams of this epoch, whatever epoch it resumed at
+            parts = distributed.epoch_seed_parts(cfg.seed, epoch)
+            method.seed(derive_seed(*parts, "method"))
+            torch.manual_seed(derive_seed(*parts, "global"))
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor | float] = {}
@@ -409,12 +453,14 @@ def fit(
                 g["lr"] = lr_at(cfg, step, steps_per_epoch)
             method.set_progress(step, total_steps)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            sync.before_step()
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = method.training_step(model, x, y)
             opt.zero_grad(set_to_none=True)
             out.loss.float().backward()
+            sync.after_backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
@@ -433,12 +479,16 @@ def fit(
                 if progress:
                     bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
                                     acc=f"{100 * float(correct) / n_seen:.1f}")
+        sync.before_step()  # every rank evaluates and rank 0 saves the same model
+        keys = list(sums)
+        n_seen, loss_total, n_correct, *totals = sync.sum(
+            n_seen, float(loss_sum), float(correct), *(float(sums[k]) for k in keys))
         record = {
             "epoch": epoch + 1,
             "lr": float(opt.param_groups[0]["lr"]),
-            "train_loss": float(loss_sum) / max(n_seen, 1),
-            "train_acc": 100.0 * float(correct) / max(n_seen, 1),
-            **{k: float(v) / max(n_seen, 1) for k, v in sums.items()},
+            "train_loss": loss_total / max(n_seen, 1),
+            "train_acc": 100.0 * n_correct / max(n_seen, 1),
+            **{k: v / max(n_seen, 1) for k, v in zip(keys, totals)},
             "seconds": time.perf_counter() - t0,
         }
         if test_loader is not None:

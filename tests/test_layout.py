@@ -15,8 +15,8 @@ MAX_LINES = 620  # the house limit is about 600
 FLOORS: tuple[tuple[str, ...], ...] = (
     # 0: foundations (no studykit imports but each other)
     ("studykit", "studykit.paths", "studykit.rng", "studykit.threads", "studykit.checks",
-     "studykit.locks", "studykit.devices", "studykit.digests", "studykit.losses",
-     "studykit.schedules", "studykit.profiles"),
+     "studykit.locks", "studykit.distributed", "studykit.devices", "studykit.digests",
+     "studykit.losses", "studykit.schedules", "studykit.profiles"),
     # 1: data, image operations, networks
     ("studykit.runs", "studykit.run_integrity", "studykit.data", "studykit.corruptions",
      "studykit.augment", "studykit.models", "studykit.normalization", "studykit.outcomes"),
@@ -28,10 +28,11 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("studykit.methods", "studykit.evaluation", "studykit.analysis.hardness",
      "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),
     # 4: experiments and what shows them
-    ("studykit.experiment", "studykit.comparison", "studykit.viz", "studykit.widgets",
+    ("studykit.experiment", "studykit.run_evaluation", "studykit.comparison", "studykit.viz", "studykit.widgets",
      "studykit.claims"),
     # 5: entry points
-    ("studykit.study", "studykit.results_page", "studykit.cli", "studykit.__main__"),
+    ("studykit.study", "studykit.results_page", "studykit.sweep", "studykit.cli",
+     "studykit.__main__"),
 )
 
 

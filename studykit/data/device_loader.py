@@ -38,6 +38,11 @@ class DeviceLoader:
             batch, never no step at all.
         crop_padding: Zero padding for the random crop; 0 disables cropping.
         flip: Random horizontal flips.
+        rank: This process's rank in a data-parallel training (``studykit.distributed``).
+        world_size: Processes in it: every epoch's permutation is the same on each rank, and
+            rank ``r`` takes the ``r``-th of ``world_size`` contiguous slices of every global
+            batch of `batch_size` (which must divide by ``world_size``); every rank takes the
+            same number of steps.
 
     Shape:
         - x: :math:`(N, 3, H, W)`, y: :math:`(N,)`
@@ -56,6 +61,8 @@ class DeviceLoader:
         drop_last: bool | None = None,
         crop_padding: int = 4,
         flip: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W); got {x.dtype} {tuple(x.shape)}")
@@ -65,6 +72,13 @@ class DeviceLoader:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0; got {crop_padding}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank={rank}, "
+                             f"world_size={world_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} does not divide over {world_size} "
+                             f"processes; use a multiple of {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device, torch.int64)
@@ -109,6 +123,8 @@ class DeviceLoader:
         cols_base = torch.arange(w, device=self.device)
         for i in range(len(self)):
             sel = order[i * self.batch_size : (i + 1) * self.batch_size]
+            if self.world_size > 1:  # this rank's slice of the global batch
+                sel = sel.tensor_split(self.world_size)[self.rank]
             idx = sel.to(self.device)
             xb = self.x[idx]
             if self.train and (p > 0 or self.flip):
