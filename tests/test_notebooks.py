@@ -45,6 +45,9 @@ FIGURES = {
                  "feature_divergence_1"},
 }
 REAL_DATA_FIGURES = {"00_data_and_corruptions": {"gallery_cifar10_jpeg", "stand_in_scatter"}}
+# Figures with one panel or column per dataset: the committed one (made with the real-image copy)
+# is only a size reference when that copy is here too.
+REAL_DATA_SHAPED = {"corruption_drop_standard"}
 
 
 def expected_figures(stem: str) -> set[str]:
@@ -60,7 +63,7 @@ def check_figure(png: Path) -> None:
         rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
     assert width >= 300 and height >= 200, f"{png.name}: only {width} x {height} px"
     committed = REPO / "figures" / png.parent.name / png.name
-    if committed.exists():
+    if committed.exists() and (SHARED_DATA.exists() or png.stem not in REAL_DATA_SHAPED):
         with Image.open(committed) as ref:
             ref_w, ref_h = ref.size
         assert abs(height - ref_h) <= 0.1 * ref_h, (png.name, (width, height), (ref_w, ref_h))
