@@ -1,4 +1,4 @@
-"""The studykit command line: list, train, eval, sweep, study and fetch.
+"""The studykit command line: list, train, eval, sweep, study, fetch and zoo.
 
 ``train`` and ``eval`` call ``run_experiment`` (``-p key=value`` sets any of its parameters,
 values parsed as Python literals); ``sweep`` launches a grid of them as jobs
@@ -33,6 +33,7 @@ examples:
   torchrun --nproc_per_node=4 -m studykit train --profile paper -p method=augmax
   studykit study --notebooks 00 01
   studykit fetch cifar10 cifar10-c   needs internet; checksums verified, resumable
+  studykit zoo list                leaderboard models; studykit zoo eval NAME evaluates one
 A run interrupted (Ctrl-C, a killed job) resumes from its last epoch when the same command is
 run again. Runs live in runs/ (or $STUDYKIT_RUNS)."""
 
@@ -222,6 +223,28 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from studykit import zoo
+
+    if args.action == "list":
+        table = zoo.zoo_table(args.model_dir)
+        if args.threat_model:
+            table = table[table["threat_model"] == args.threat_model]
+        print(table.to_string(index=False))
+        return 0
+    if not args.name:
+        raise CLIError("zoo eval needs a model name, e.g. studykit zoo eval "
+                       "Hendrycks2020AugMix_WRN ('studykit zoo list' names them)")
+    params = parse_params(args.param)
+    params.setdefault("profile", args.profile)
+    r = zoo.load_zoo_run(args.name, args.threat_model or "corruptions",
+                         params.pop("dataset", "cifar10"), model_dir=args.model_dir,
+                         download=args.download, **params)
+    print(f"run: {r.run.dir}")
+    print(json.dumps(r.metrics, indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="studykit", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--no-wait", action="store_true",
                     help="print the job ids and return; the runs land in the store")
     pw.set_defaults(func=_cmd_sweep)
+
+    pz = sub.add_parser("zoo", help="leaderboard models (RobustBench's model zoo): list them, "
+                                    "or evaluate one as our runs are evaluated")
+    pz.add_argument("action", choices=("list", "eval"), help="list | eval")
+    pz.add_argument("name", nargs="?", default=None, help="the zoo name (for eval)")
+    pz.add_argument("--threat-model", default=None, choices=("corruptions", "Linf", "L2"),
+                    help="the leaderboard (default: all for list, corruptions for eval)")
+    pz.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    pz.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="an evaluation parameter, e.g. -p n_test=1000 -p eval_eps=(0.0,)")
+    pz.add_argument("--model-dir", default=None,
+                    help="the zoo cache (default models/ or $STUDYKIT_ZOO)")
+    pz.add_argument("--download", action="store_true",
+                    help="fetch a missing checkpoint (needs robustbench and the network)")
+    pz.set_defaults(func=_cmd_zoo)
 
     from studykit.data.fetch import FETCHABLE
 

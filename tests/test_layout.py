@@ -29,7 +29,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),
     # 4: experiments and what shows them
     ("studykit.experiment", "studykit.run_evaluation", "studykit.comparison", "studykit.viz",
-     "studykit.widgets", "studykit.claims"),
+     "studykit.widgets", "studykit.claims", "studykit.zoo"),
     # 5: entry points
     ("studykit.study", "studykit.results_page", "studykit.sweep", "studykit.cli",
      "studykit.__main__"),
