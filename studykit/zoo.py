@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,11 +210,16 @@ def load_zoo_model(entry: ZooEntry, model_dir: str | os.PathLike | None = None,
                           threat_model=entry.threat_model).eval()
     model = entry.build() if entry.build is not None else _robustbench_model(entry)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # an older pickle with more than tensors in it
-        log.warning("%s is not a plain weights file (%s); loading it as a full pickle: only "
-                    "do this with checkpoints from the zoo", path, type(e).__name__)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # an older pickle with more than tensors in it
+            log.warning("%s is not a plain weights file; loading it as a full pickle (trust "
+                        "only checkpoints from the zoo there)", path)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
+        raise ZooError(f"zoo checkpoint {path} of {entry.name!r} cannot be read "
+                       f"({' '.join(str(e).split())[:200]}); delete it and download it again"
+                       ) from e
     try:
         model.load_state_dict(state_dict_of(checkpoint))
     except RuntimeError as e:

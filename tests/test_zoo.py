@@ -7,6 +7,7 @@ kit architecture plays the zoo model; with it, a real entry's architecture is ch
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 
@@ -127,6 +128,24 @@ def test_a_checkpoint_of_another_architecture_is_reported(cache):
     with pytest.raises(OSError, match=f"does not fit the architecture of '{FAKE}'") as info:
         zoo.load_zoo_model(zoo.get_zoo_entry(FAKE), model_dir)
     assert "\n" not in str(info.value)
+
+
+def test_a_truncated_checkpoint_is_one_line(cache):
+    model_dir, _ = cache
+    path = zoo.zoo_checkpoint_path(zoo.get_zoo_entry(FAKE), model_dir)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(OSError, match="cannot be read") as info:
+        zoo.load_zoo_model(zoo.get_zoo_entry(FAKE), model_dir)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_checkpoint_pickled_with_its_training_arguments_loads(cache):
+    model_dir, net = cache
+    path = zoo.zoo_checkpoint_path(zoo.get_zoo_entry(FAKE), model_dir)
+    torch.save({"state_dict": net.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    loaded = zoo.load_zoo_model(zoo.get_zoo_entry(FAKE), model_dir)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 net.state_dict().values()))
 
 
 def test_checkpoint_wrappers_are_unwrapped():
