@@ -16,6 +16,7 @@ too. RobustBench models take images in [0, 1] and normalise inside, as the kit's
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -210,13 +211,16 @@ def load_zoo_model(entry: ZooEntry, model_dir: str | os.PathLike | None = None,
                           threat_model=entry.threat_model).eval()
     model = entry.build() if entry.build is not None else _robustbench_model(entry)
     try:
-        try:
+        # Weights only: a pickle holding objects (code) is refused, never executed; the one
+        # object some zoo checkpoints carry beside their weights, their training arguments
+        # (an argparse.Namespace), is allowed.
+        with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # an older pickle with more than tensors in it
-            log.warning("%s is not a plain weights file; loading it as a full pickle (trust "
-                        "only checkpoints from the zoo there)", path)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
+    except pickle.UnpicklingError as e:
+        raise ZooError(f"zoo checkpoint {path} of {entry.name!r} holds more than weights, and "
+                       "studykit loads weights only; save its state_dict with torch.save and "
+                       "put that file there instead") from e
+    except (OSError, EOFError, RuntimeError) as e:
         raise ZooError(f"zoo checkpoint {path} of {entry.name!r} cannot be read "
                        f"({' '.join(str(e).split())[:200]}); delete it and download it again"
                        ) from e

@@ -148,6 +148,22 @@ def test_a_checkpoint_pickled_with_its_training_arguments_loads(cache):
                                                  net.state_dict().values()))
 
 
+class _Payload:
+    """An object whose unpickling would run code."""
+
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_a_checkpoint_holding_other_objects_is_refused_unread(cache, capsys):
+    model_dir, net = cache
+    path = zoo.zoo_checkpoint_path(zoo.get_zoo_entry(FAKE), model_dir)
+    torch.save({"state_dict": net.state_dict(), "extra": _Payload()}, path)
+    with pytest.raises(OSError, match="holds more than weights"):
+        zoo.load_zoo_model(zoo.get_zoo_entry(FAKE), model_dir)
+    assert "unpickled" not in capsys.readouterr().out
+
+
 def test_checkpoint_wrappers_are_unwrapped():
     w = torch.ones(2)
     assert list(zoo.state_dict_of({"last": {"module.a": w}, "best": {}})) == ["a"]
