@@ -90,12 +90,21 @@ def _notebook_rank(nodeid: str) -> int | None:
     return next((i for i, t in enumerate(_NOTEBOOK_TESTS) if name.startswith(t)), None)
 
 
+# Parametrized tests whose cases are each a unit of their own: seconds to minutes a case
+# (one training step of every notebook's method under its paper's recipe), so one worker does
+# not take them all.
+_CASE_UNITS = ("test_one_step_under_the_paper_recipe[",)
+
+
 def unit_of(nodeid: str) -> str:
-    """The unit of work a test belongs to: its notebook (every test that runs it), or its
-    module."""
+    """The unit of work a test belongs to: its notebook (every test that runs it), the case
+    itself (`_CASE_UNITS`), or its module."""
     if _notebook_rank(nodeid) is not None and nodeid.endswith("]"):
         return "notebook " + nodeid.rsplit("[", 1)[1][:-1]
-    return nodeid.split("::")[0].rsplit("/", 1)[-1]
+    module, _, name = nodeid.partition("::")
+    if name.startswith(_CASE_UNITS):
+        return module.rsplit("/", 1)[-1] + "::" + name
+    return module.rsplit("/", 1)[-1]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -108,28 +108,89 @@ def test_list_recipes(capsys):
     assert all(" small_cnn " in line for line in capsys.readouterr().out.splitlines()[2:])
 
 
-# One training step under a paper recipe with the real network (full width and depth, a batch
-# of 4 8x8 images). Only the methods without a prepared network or base run, on the networks
-# that take about a second here: MaxUp's ResNet-110 and AugMax's ResNet-18. RobustAugMix on
-# WRN-50-2 (7 L2 PGD steps through 66.8M parameters), AdA/DeepAugment (a corruption network from
-# the run store) and AdvBN (a base run) are left to the GPU check of issue 21.
-@pytest.mark.parametrize("paper, method", [("maxup", "standard"), ("maxup", "maxup"),
-                                           ("augmax", "augmax")])
-def test_one_step_under_the_paper_recipe(paper, method):
+# Every notebook's trainings under its paper's recipe (paper=... at the paper profile):
+# notebook -> (paper, [(method, options), ...]), the options each notebook passes.
+NOTEBOOK_RUNS = {
+    "01_baselines": ("augmax", [("standard", {}), ("augmix", {})]),
+    "02_augmax_dubin": ("augmax", [
+        ("standard", {}), ("augmix", {}), ("pgd_at", {}),
+        *[("augmax", {"norm": n}) for n in ("bn", "dubn", "dubin", "ibn")],
+        ("augmix", {"norm": "dubin"})]),
+    "03_diversity_and_hardness": ("augmax", [
+        ("augmix", {}), ("pgd_at", {}), ("augmix_pgdat", {}), ("advmix", {}), ("advmax", {}),
+        ("augmax", {})]),
+    "04_robust_augmix": ("robust_augmix", [
+        ("standard", {}), ("augmix", {}), ("pgd_at", {"preset": "l2_1.0"}),
+        ("robust_augmix", {})]),
+    "05_maxup": ("maxup", [("standard", {}), ("maxup", {"augmentation": "cutout", "m": 4})]),
+    "05_maxup (Gaussian)": ("maxup_gauss", [
+        ("maxup", {"augmentation": "gauss", "m": 4, "sigma": 0.25})]),
+    "06_adversarial_augment": ("ada", [
+        ("standard", {}), ("deepaugment", {}), ("ada", {}), ("ada", {"augmix": "plain"})]),
+    "07_advbn": ("advbn", [("advbn", {"base_method": "standard"})]),
+}
+
+
+def _one_step_cases() -> list:
+    """One case per distinct (paper, method, options), with the notebooks that train it."""
+    cases: dict[tuple, list[str]] = {}
+    for notebook, (paper, runs) in NOTEBOOK_RUNS.items():
+        for method, options in runs:
+            key = (paper, method, tuple(sorted(options.items())))
+            cases.setdefault(key, []).append(notebook.split()[0][:2])
+    return [pytest.param(paper, method, dict(opts), id="-".join(
+                [paper, method, *(f"{k}={v}" for k, v in opts), "nb" + "+".join(nbs)]),
+                         marks=[pytest.mark.slow] if _slow_step(paper, method) else [])
+            for (paper, method, opts), nbs in cases.items()]
+
+
+def _slow_step(paper: str, method: str) -> bool:
+    """Steps of 20-110 s on 2 busy CPU cores (--durations): every step through WRN-50-2
+    (66.8M parameters; RobustAugMix and L2 PGD-AT: 7-10 attack steps), AdA's 10 search steps
+    through the full-size corruption network and PreAct ResNet-50, and the 10-step attacks of
+    AugMix+PGD-AT, AdvMax and PGD-AT on ResNet-18."""
+    return paper == "robust_augmix" or (paper, method) in {
+        ("ada", "ada"), ("augmax", "augmix_pgdat"), ("augmax", "advmax"), ("augmax", "pgd_at")}
+
+
+# One training step of every method of every notebook under its paper's recipe, with the
+# recipe's network at full width and depth and a batch of 4 8x8 images: the method's step and
+# the paper's classifier fit together (BN conversions, AdvBN's cut, the corruption network on
+# the classifier's input). AdA and DeepAugment get a freshly built corruption network of the
+# Config's size in place of the pretrained one; AdvBN fine-tunes the untrained network in
+# place of its base run (the base supplies initial weights only).
+@pytest.mark.parametrize("paper, method, options", _one_step_cases())
+def test_one_step_under_the_paper_recipe(paper, method, options):
     import torch
 
     from studykit.methods import create_method
     from studykit.models import create_model
+    from studykit.nets.corruption_net import CorruptionNet
 
-    r = profiles.recipe("paper", paper)
+    cfg = resolve_config(profile="paper", paper=paper, method=method, device="cpu", **options)
+    t = cfg["train"]
+    resolved = {**t, "milestones": tuple(t.get("milestones", ()))}
+    assert tuple(resolved[k] for k in FIELDS) == TABLE[paper]  # AdvBN's too, from its schedule
     torch.manual_seed(0)
-    m = create_method(method)
-    model = m.prepare_model(create_model(r["arch"], 10)).train()
-    opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
-                          nesterov=r["nesterov"], weight_decay=r["weight_decay"])
+    m = create_method(method, **t["method_config"])
+    assert all(getattr(m.config, k) == v for k, v in options.items())
+    if hasattr(m, "attach"):  # AdA, DeepAugment
+        m.attach(CorruptionNet(m.config.net_channels, m.config.net_blocks))
+    model = m.prepare_model(create_model(t["arch"], 10, width=t["width"])).train()
+    opt = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
+                          nesterov=t["nesterov"], weight_decay=t["weight_decay"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    m.set_progress(500, 1000)  # halfway: past every warm-up
     out = m.training_step(model, x, y)
     opt.zero_grad()
     out.loss.backward()
     opt.step()
-    assert torch.isfinite(out.loss) and out.logits.shape[-1] == 10
+    assert torch.isfinite(out.loss) and out.logits.shape == (4, 10)
+    params = dict(model.named_parameters())
+    moved = {n for n, p in params.items() if not torch.equal(p.detach(), before[n])}
+    grads = {n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and grads <= moved, sorted(grads - moved)[:5]
+    frozen = {n for n, p in params.items() if not p.requires_grad}
+    assert not frozen & moved  # AdvBN's encoder stays as the base run left it
+    assert "fc.weight" in moved
