@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
+# DATASET=cifar10 (or npz:<path>) runs the series on that dataset instead of the profile's.
+DATASET ?=
 STAMP := $(VENV)/.studykit-installed
 
 .PHONY: study test install lint bench bench-gpu clean-venv
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: $(STAMP)
-	$(VENV)/bin/studykit study --profile $(PROFILE)
+	$(VENV)/bin/studykit study --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET))
 
 # pytest-xdist spreads the suite over the cores (pyproject's addopts); the slowest tests are
 # listed at the end, so a test that grows shows up there.

@@ -32,6 +32,7 @@ examples:
   studykit sweep --methods standard,augmix --seeds 0,1,2 --profile quick
   torchrun --nproc_per_node=4 -m studykit train --profile paper -p method=augmax
   studykit study --notebooks 00 01
+  studykit study --dataset cifar10 the series on CIFAR-10 (after studykit fetch cifar10)
   studykit fetch cifar10 cifar10-c   needs internet; checksums verified, resumable
   studykit zoo list                leaderboard models; studykit zoo eval NAME evaluates one
 A run interrupted (Ctrl-C, a killed job) resumes from its last epoch when the same command is
@@ -210,6 +211,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         notebooks=args.notebooks,
         jobs=args.jobs,
         output_dir=args.output_dir,
+        dataset=args.dataset,
     )
     return 0
 
@@ -329,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--jobs", type=int, default=1, help="notebooks run concurrently")
     ps.add_argument("--output-dir", default="runs/notebooks",
                     help="where executed notebooks go (default runs/notebooks)")
+    ps.add_argument("--dataset", default="",
+                    help="run the series on this dataset (a key or npz:<path>) instead of the "
+                         "profile's; figures go to figures/<dataset>/")
     ps.set_defaults(func=_cmd_study)
     return p
 

@@ -120,11 +120,18 @@ def run_study(
     jobs: int = 1,
     output_dir: str | Path = "runs/notebooks",
     notebooks_dir: str | Path | None = None,
+    dataset: str = "",
 ) -> list[NotebookResult]:
     """Execute the series (or the named notebooks) under ``profile``.
 
+    With ``dataset`` (a dataset key or ``npz:<path>``), the notebooks that take a ``DATASET``
+    parameter run on it with the profile's budgets; the others are left out. Their figures and
+    claims scorecard go to ``<figures>/<dataset>/`` (`viz.dataset_folder`), beside the profile's
+    own, and their executed copies to ``<output_dir>/<profile>/<dataset>/``; the results page
+    and the recorded times stay those of the profile's dataset.
+
     Raises:
-        ValueError: unknown profile or notebook.
+        ValueError: unknown profile, notebook or dataset.
         FileNotFoundError: no notebooks in the folder (a root that is not a checkout).
         RuntimeError: when any notebook failed (after all have run).
     """
@@ -138,15 +145,28 @@ def run_study(
             f"no notebooks (NN_*.ipynb) in {folder}: studykit study runs the notebook series "
             "of a studykit checkout; run it in one, or set STUDYKIT_ROOT to one")
     chosen = select_notebooks(notebooks, available)
+    params: dict[str, str] = {}
+    if dataset:
+        check_dataset(dataset)
+        skipped = [p.stem for p in chosen if not takes_parameter(p, "DATASET")]
+        if skipped:
+            log.info("on dataset %s: leaving out %s (no DATASET parameter)", dataset,
+                     ", ".join(skipped))
+        chosen = [p for p in chosen if p.stem not in skipped]
+        params["DATASET"] = dataset
     out_dir = Path(output_dir)
     if not out_dir.is_absolute():
         out_dir = project_root() / out_dir
     out_dir = out_dir / profile
+    if dataset:
+        from studykit.viz import dataset_folder
+
+        out_dir = out_dir / dataset_folder(dataset)
     log.info("running %d notebook(s) under profile %r into %s", len(chosen), profile, out_dir)
 
     def one(p: Path) -> NotebookResult:
         log.info("start %s", p.stem)
-        r = execute_notebook(p, out_dir, profile=profile)
+        r = execute_notebook(p, out_dir, profile=profile, parameters=params)
         log.info("%s %s in %.0f s", "done" if r.ok else "FAILED", p.stem, r.seconds)
         return r
 
@@ -166,8 +186,42 @@ def run_study(
     if failed:
         msgs = "\n".join(f"{r.name}: {r.error[:2000]}" for r in failed)
         raise RuntimeError(f"{len(failed)} notebook(s) failed:\n{msgs}")
-    write_results(profile, figures, times, notebooks_dir)
+    if dataset:
+        from studykit.viz import dataset_folder
+
+        if profile != "paper":
+            claims.write_scorecard(figures / dataset_folder(dataset))
+    else:
+        write_results(profile, figures, times, notebooks_dir)
     return results
+
+
+def check_dataset(dataset: str) -> None:
+    """A dataset the series can run on: a registered key, or ``npz:<path>`` of a file here.
+
+    Raises:
+        ValueError: otherwise, naming the allowed ones.
+    """
+    from studykit.data import list_datasets
+
+    if dataset.startswith("npz:"):
+        if not Path(dataset[4:]).is_file():
+            raise ValueError(f"dataset {dataset!r}: no file at {dataset[4:]!r}")
+        return
+    allowed = [d for d in list_datasets() if not d.startswith("npz:")]
+    if dataset not in allowed:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: "
+                         f"{', '.join(allowed)}, or npz:<path>")
+
+
+def takes_parameter(path: Path, name: str) -> bool:
+    """Whether the notebook's ``parameters`` cell sets ``name``."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return any(line.split(":")[0].split("=")[0].strip() == name
+                       for line in "".join(cell["source"]).splitlines())
+    return False
 
 
 def write_summary(out_dir: Path, times: Sequence[results_page.NotebookTime]) -> Path:

@@ -66,3 +66,28 @@ def test_select_notebooks_by_prefix_and_error():
         study.select_notebooks(["99_nothing"], available)
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         study.run_study(profile="huge")
+
+
+def test_another_dataset_writes_beside_the_profiles_figures(tmp_path):
+    import pandas as pd
+
+    assert viz.dataset_folder("") == "" and viz.dataset_folder("cifar10") == "cifar10"
+    assert viz.dataset_folder("npz:/x/real copy.npz") == "npz-real_copy"
+    own = viz.FigureSaver("01_baselines", "quick", root=tmp_path)
+    other = viz.FigureSaver("01_baselines", "quick", root=tmp_path, dataset="cifar10")
+    own.table(pd.DataFrame({"a": [1]}), "t")
+    other.table(pd.DataFrame({"a": [2]}), "t")
+    assert (tmp_path / "01_baselines" / "t.csv").exists()
+    assert (tmp_path / "cifar10" / "01_baselines" / "t.csv").exists()
+
+
+def test_a_dataset_study_checks_the_dataset_and_takes_the_notebooks_that_accept_it(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; choose one of: synthetic"):
+        study.run_study(profile="smoke", dataset="imagenet")
+    with pytest.raises(ValueError, match="no file at"):
+        study.run_study(profile="smoke", dataset=f"npz:{tmp_path / 'missing.npz'}")
+    takes = {p.stem: study.takes_parameter(p, "DATASET")
+             for p in study.list_notebooks(REPO / "notebooks")}
+    assert not takes.pop("00_data_and_corruptions")  # it shows the datasets themselves
+    assert all(takes.values()), takes
+    assert cli.main(["study", "--profile", "smoke", "--dataset", "imagenet"]) == 2

@@ -48,6 +48,7 @@ from studykit.viz.plots import (  # noqa: E402
 from studykit.viz.save import (  # noqa: E402
     FIGURES_ENV,
     FigureSaver,
+    dataset_folder,
     figures_root,
     save_figure,
     save_table,
@@ -60,6 +61,7 @@ __all__ = [
     "corruption_drops",
     "corruption_gallery",
     "corruption_heatmap",
+    "dataset_folder",
     "drop_rank_correlation",
     "figures_root",
     "guard_grid",

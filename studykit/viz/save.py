@@ -122,6 +122,18 @@ def _markdown(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
     return "\n".join(rows)
 
 
+def dataset_folder(dataset: str) -> str:
+    """The folder name under the figures root of a series run on another dataset than its
+    profile's: the dataset key (``cifar10``), or ``npz-<file stem>`` for ``npz:<path>``; ""
+    for the profile's own dataset (no ``dataset`` given)."""
+    if not dataset:
+        return ""
+    if dataset.startswith("npz:"):
+        stem = Path(dataset[4:]).stem
+        return "npz-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+    return dataset
+
+
 @dataclass(frozen=True)
 class FigureSaver:
     """Saves one notebook's figures and tables under one name and profile.
@@ -134,20 +146,31 @@ class FigureSaver:
         notebook: the notebook (or script) that makes the figures, e.g. ``01_baselines``.
         profile: the profile they are made under; ``smoke`` writes to a temporary folder.
         root: override the figures root (default ``figures_root(profile)``).
+        dataset: the dataset the notebook runs on when it is not its profile's (the notebook's
+            ``DATASET`` parameter): its figures go one folder down, ``<root>/<dataset>/``
+            (`dataset_folder`), beside the stand-in's.
     """
 
     notebook: str
     profile: str | None = None
     root: str | os.PathLike | None = None
+    dataset: str = ""
+
+    def _root(self) -> str | os.PathLike | None:
+        sub = dataset_folder(self.dataset)
+        if not sub:
+            return self.root
+        base = Path(self.root) if self.root is not None else figures_root(self.profile)
+        return base / sub
 
     def figure(self, fig: matplotlib.figure.Figure, name: str, *, caption: str = "",
                dpi: int = 120) -> Path:
         """``save_figure`` for this notebook; returns the PNG's path."""
         return save_figure(fig, name, notebook=self.notebook, profile=self.profile,
-                           caption=caption, root=self.root, dpi=dpi)
+                           caption=caption, root=self._root(), dpi=dpi)
 
     def table(self, df: pd.DataFrame, name: str, *, caption: str = "",
               floatfmt: str = ".1f") -> Path:
         """``save_table`` for this notebook; returns the CSV's path."""
         return save_table(df, name, notebook=self.notebook, profile=self.profile,
-                          caption=caption, root=self.root, floatfmt=floatfmt)
+                          caption=caption, root=self._root(), floatfmt=floatfmt)
