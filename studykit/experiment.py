@@ -11,7 +11,6 @@ changing how a model is evaluated never retrains it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -243,7 +242,7 @@ def _resolve(**params: Any) -> _Resolved:
     overrides.update({k: params[k] for k in method_fields if k in params})
     # The method, built once: its Config checks its own values.
     method_obj = create_method(method, **overrides)
-    train["method_config"] = dataclasses.asdict(method_obj.config)
+    train["method_config"] = method_obj.config.hashed_options()
 
     ds = train["dataset"]
     if not isinstance(ds, str) or not (ds in list_datasets() or ds.startswith("npz:")):

@@ -44,10 +44,20 @@ class MethodConfig:
     (``studykit.checks``): a numeric option must be finite and >= 0 unless the Config's
     ``RANGES`` (a class attribute, name -> ``studykit.checks.Range``) says otherwise, and
     ``CHOICES`` (name -> tuple) lists the allowed values of a string option.
+    ``HASH_AT_DEFAULT_OMITTED`` names options added after runs were stored: `hashed_options`
+    leaves them out while they are at their default, so those runs keep their hash.
     """
 
     RANGES: ClassVar[dict[str, Any]] = {}
     CHOICES: ClassVar[dict[str, tuple]] = {}
+    HASH_AT_DEFAULT_OMITTED: ClassVar[tuple[str, ...]] = ()
+
+    def hashed_options(self) -> dict[str, Any]:
+        """The options as the run's config stores and hashes them: every field, except those
+        of ``HASH_AT_DEFAULT_OMITTED`` that are at their default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in self.HASH_AT_DEFAULT_OMITTED and v == defaults[k])}
 
 
 @dataclass(frozen=True, kw_only=True)
