@@ -9,7 +9,10 @@ Image Style via Adversarial Feature Perturbations"), Eq. 1-2:
 ``delta_mu`` and ``delta_sigma`` are vectors of length C shared by the whole batch. The
 maximization is m PGD sign steps of size tau from delta = 1 (Algorithm 1), each followed by
 clipping to [1 - eps, 1 + eps]. After a cut point whose output ends with a ReLU the shifted
-features are clamped at 0, so the head never sees values its input cannot take.
+features are clamped at 0 by default, so the head never sees values its input cannot take; the
+authors' code does this, Eq. 1-2 do not. The clamp moves the shifted statistics away from the
+Eq. 2 targets (delta_mu mu and |delta_sigma| sigma; far away in channels whose delta_mu or
+delta_sigma is small or negative); ``head_attack(..., clamp=False)`` is Eq. 1-2 as written.
 
 The cut: "after stage k" (k = 1, 2, 3) is the k-th entry of ``model.stages`` that is not the
 stem (small_cnn: ``layer1``-``layer3``; ResNet-18: ``layer1``-``layer3``, where ``layer1``
@@ -189,19 +192,21 @@ def auxiliary_route(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def head_attack(model: nn.Module, f: torch.Tensor, y: torch.Tensor, name: str, *, steps: int,
-                step_size: float, eps: float) -> torch.Tensor:
+                step_size: float, eps: float, clamp: bool = True) -> torch.Tensor:
     """AdvBN on the head of ``model`` after stage ``name``: the shifted features.
 
     The attack runs in eval mode through the auxiliary BN (`studykit.attacks.attack_mode`
     saves and restores modes and ``requires_grad``; no running statistic moves) and returns
     ``shift_features(f, delta_mu, delta_sigma)`` outside it, ready for a training forward.
+    ``clamp``: clamp the shifted features at 0 after a ReLU cut (the authors' code), in the
+    attack and in the result; False: Eq. 1-2 as written, never clamped.
 
     Shape:
         - f: (N, C, H, W) features ``model.forward_until(x, name)``
         - y: (N,)
         - output: (N, C, H, W)
     """
-    relu = is_relu_cut(model, name)
+    relu = clamp and is_relu_cut(model, name)
     with attack_mode(model), auxiliary_route(model):
         dm, ds = advbn_deltas(lambda h: F.cross_entropy(model.forward_after(h, name), y), f,
                               steps=steps, step_size=step_size, eps=eps, relu=relu)

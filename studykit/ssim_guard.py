@@ -5,9 +5,13 @@ pulls too-corrupted images back towards the clean one.
     if SSIM(x, x_hat) < t:  gamma* in [0, 1] with SSIM(x, x_gamma*) = t
 
 SSIM(x, x_gamma) - t is evaluated at 9 equally spaced gammas in [0, 1], a quadratic in gamma is
-fitted to the 9 values by least squares, and its root in [0, 1] closest to 1 is gamma*: the most
-corrupted image on the segment that still keeps SSIM about t. One batched SSIM over all caught
-images and gammas, no iteration.
+fitted to the 9 values by least squares, and its root in [0, 1] closest to 1 is gamma*: the root
+of the fit, not of SSIM itself, so the guarded image's SSIM is near t, not on it, and may fall
+below t. Measured at t = 0.3 on 512 real CIFAR-10 test images with Gaussian noise (sigma 0.15 to
+1, clamped) as x_hat: over the images caught, SSIM after the guard averages 0.28 to 0.30 per
+noise level, 90 % of them lie in 0.25 to 0.31, and the extremes are 0.15 and 0.34; the heavier
+the corruption, the lower it lands (SSIM along the segment bends more than a quadratic
+follows). One batched SSIM over all caught images and gammas, no iteration.
 
 Where the appendix is read, not copied: its text says the search runs when SSIM(x, x_hat) > t;
 the intent (and METHODS.md) is SSIM < t. It "clips the roots to [0, 1]"; a root above 1 clipped
@@ -48,7 +52,9 @@ def quadratic_root_near_one(coef: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def ssim_guard(x: torch.Tensor, x_hat: torch.Tensor, threshold: float = 0.3,
                n_gammas: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pull every image with SSIM(x, x_hat) < ``threshold`` back to SSIM about ``threshold``.
+    """Pull every image with SSIM(x, x_hat) < ``threshold`` back towards x, to an SSIM near
+    ``threshold`` (approximate: the quadratic fit's root; see the module docstring for the
+    measured spread, mostly within 0.05 below and 0.02 above t = 0.3).
 
     Args:
         x: clean images in [0, 1].

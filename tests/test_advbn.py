@@ -134,6 +134,66 @@ def test_auxiliary_bn_statistics_change_only_on_adversarial_forwards(trained):
     assert method.eval_model(model) is model and bn.route == "clean"
 
 
+def _shift_in_a_training_step(monkeypatch, trained, **options):
+    """One AdvBN training step after stage 1 of the small CNN (a ReLU cut): the clean
+    features, the deltas the attack found and the shifted features the head was trained on."""
+    import studykit.methods.advbn as advbn_method
+
+    seen = {}
+    find_deltas, head_attack = advbn.advbn_deltas, advbn.head_attack
+
+    def deltas(*args, **kwargs):
+        seen["deltas"] = find_deltas(*args, **kwargs)
+        return seen["deltas"]
+
+    def attack(model, f, *args, **kwargs):
+        seen["f"], seen["f_adv"] = f, head_attack(model, f, *args, **kwargs)
+        return seen["f_adv"]
+
+    monkeypatch.setattr(advbn, "advbn_deltas", deltas)
+    monkeypatch.setattr(advbn_method, "head_attack", attack)
+    method = create_method("advbn", stage=1, steps=6, **options)
+    model = method.prepare_model(_fresh_copy(trained)).train()
+    assert advbn.is_relu_cut(model, method.cut)
+    x, y = _batch(64, seed=5)
+    method.training_step(model, x, y)
+    monkeypatch.undo()
+    return seen["f"], *seen["deltas"], seen["f_adv"]
+
+
+def test_without_the_clamp_shifted_statistics_are_the_eq2_targets(monkeypatch, trained):
+    f, dm, ds, f_adv = _shift_in_a_training_step(monkeypatch, trained, relu_clamp=False)
+    mu, sd = (s.flatten() for s in advbn.channel_stats(f))
+    mu_adv, sd_adv = (s.flatten() for s in advbn.channel_stats(f_adv))
+    assert not torch.equal(dm, torch.ones_like(dm))  # the attack moved the statistics
+    torch.testing.assert_close(mu_adv, dm * mu, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(sd_adv, ds.abs() * sd, atol=1e-5, rtol=1e-4)
+    assert f_adv.min() < 0  # unclamped: what Eq. 2 gives, below the ReLU's range
+    # The default clamps after the ReLU cut (the authors' code): features >= 0, and the
+    # statistics miss the targets in the channels whose factors pushed values below 0.
+    f, dm, ds, f_adv = _shift_in_a_training_step(monkeypatch, trained)
+    assert f_adv.min() >= 0
+    mu, sd = (s.flatten() for s in advbn.channel_stats(f))
+    mu_adv = advbn.channel_stats(f_adv)[0].flatten()
+    assert ((mu_adv - dm * mu).abs() > 0.1 * mu).any()
+
+
+def test_the_clamp_option_keeps_the_hash_of_runs_made_before_it():
+    from studykit.experiment import resolve_config
+    from studykit.runs import config_hash
+
+    default = resolve_config(profile="smoke", method="advbn")
+    assert "relu_clamp" not in default["train"]["method_config"]
+    same = resolve_config(profile="smoke", method="advbn", relu_clamp=True)
+    assert config_hash(same["train"]) == config_hash(default["train"])
+    paper = resolve_config(profile="smoke", method="advbn", relu_clamp=False)
+    assert paper["train"]["method_config"]["relu_clamp"] is False
+    assert config_hash(paper["train"]) != config_hash(default["train"])
+    assert create_method("advbn", **paper["train"]["method_config"]).config.relu_clamp is False
+    with pytest.raises(ValueError, match="relu_clamp"):
+        create_method("advbn", relu_clamp="no")
+
+
 def _fit_advbn(base_state, ckpt, stop_after=None):
     ds = make_synthetic(128, 16, seed=4)
     torch.manual_seed(0)

@@ -119,6 +119,17 @@ def test_ssim_guard_effect_pulls_caught_images_back(setup):
     torch.testing.assert_close(effect.ssim_before, ssim(x, effect.x_hat))
     assert effect.examples(2).tolist() == caught[:2].tolist()
     assert effect.report().startswith(f"nu=0.1: {caught.numel()} of {len(x)} images below t={t}")
+    table = effect.table()
+    assert list(table.index) == ["before", "after the guard"]
+    assert (table["images"] == caught.numel()).all()
+    after = effect.ssim_after[caught].double()
+    assert table.loc["after the guard", "mean"] == pytest.approx(float(after.mean()))
+    assert table.loc["after the guard", "min"] == pytest.approx(float(after.min()))
+    assert table.loc["before", "max"] == pytest.approx(float(effect.ssim_before[caught].max()))
+    assert table.loc["after the guard", "mean |SSIM - t|"] == pytest.approx(
+        float((after - t).abs().mean()))
+    assert table.loc["before", "max"] < t
+    assert table.loc["before", "mean"] < table.loc["after the guard", "mean"]
     fig = viz.guard_grid(effect, 2)
     assert len(fig.axes) == 3 * min(2, caught.numel())
     assert fig.axes[0].get_ylabel() == "original"
@@ -126,6 +137,7 @@ def test_ssim_guard_effect_pulls_caught_images_back(setup):
     none = corruption_ssim.ssim_guard_effect(classifier, net, x, y, nu=1e-4,
                                              options={"ssim_threshold": 0.3})
     assert none.caught.numel() == 0 and none.examples(3).tolist() == [0, 1, 2]
+    assert (none.table()["images"] == 0).all() and none.table()["mean"].isna().all()
     assert torch.equal(none.x_guarded, none.x_hat)
 
 

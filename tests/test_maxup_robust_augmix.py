@@ -119,6 +119,39 @@ def test_robust_augmix_three_separate_forwards():
     method.training_step(model, x, y)
     assert int(model.bn.num_batches_tracked) == before + 3  # clean, AugMix, PGD: one each
     assert model.calls[-3:] == [(4, 3, 8, 8)] * 3
+    joint = create_method("robust_augmix", steps=1, joint_forward=True)
+    joint.training_step(model, x, y)
+    assert int(model.bn.num_batches_tracked) == before + 4  # one forward of the 3 views
+    assert model.calls[-1] == (12, 3, 8, 8)
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_robust_augmix_joint_forward_normalizes_by_the_three_views_together(joint):
+    # Which batch statistics normalize the clean view: its own (three forwards) or those of
+    # the clean, AugMix and PGD views together (one forward, as the kit's AugMix).
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 4, width=8).train()
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
+    with torch.no_grad():
+        alone = model(x)  # train mode: normalized by x's own batch statistics
+    method = create_method("robust_augmix", steps=1, joint_forward=joint)
+    method.seed(0)
+    out = method.training_step(model, x, y)
+    assert torch.allclose(out.logits, alone, atol=1e-5) != joint
+    assert torch.isfinite(out.loss) and set(out.metrics) >= {"ce", "jsd", "adv_acc"}
+
+
+def test_robust_augmix_forward_option_keeps_the_hash_of_runs_made_before_it():
+    from studykit.experiment import resolve_config
+    from studykit.runs import config_hash
+
+    default = resolve_config(profile="smoke", method="robust_augmix")
+    assert "joint_forward" not in default["train"]["method_config"]
+    same = resolve_config(profile="smoke", method="robust_augmix", joint_forward=False)
+    assert config_hash(same["train"]) == config_hash(default["train"])
+    joint = resolve_config(profile="smoke", method="robust_augmix", joint_forward=True)
+    assert joint["train"]["method_config"]["joint_forward"] is True
+    assert config_hash(joint["train"]) != config_hash(default["train"])
 
 
 class Constant(nn.Module):

@@ -162,6 +162,23 @@ class GuardEffect:
             return caught[:n]
         return torch.arange(min(n, self.ssim_before.numel()), device=self.ssim_before.device)
 
+    def table(self) -> pd.DataFrame:
+        """SSIM of the caught images before and after the guard: one row each (index
+        ``before`` / ``after the guard``) with their count, mean, min, 5th percentile, median,
+        95th percentile and max, and the mean distance to the threshold (nan when none was
+        caught)."""
+        caught = self.caught
+        columns = ["mean", "min", "5 %", "median", "95 %", "max", "mean |SSIM - t|"]
+        rows = {}
+        for name, values in (("before", self.ssim_before), ("after the guard", self.ssim_after)):
+            v = values[caught].double().cpu().numpy()
+            stats = [np.nan] * len(columns)
+            if v.size:
+                stats = [v.mean(), v.min(), *np.quantile(v, [0.05, 0.5, 0.95]), v.max(),
+                         np.abs(v - self.threshold).mean()]
+            rows[name] = {"images": int(v.size), **dict(zip(columns, stats))}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
     def report(self) -> str:
         """One line: how many images were caught, their SSIM after the guard, and whether the
         others are unchanged."""

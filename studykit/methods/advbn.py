@@ -51,7 +51,10 @@ class AdvBNConfig(MethodConfig):
     eps = m * tau - 0.1 = 1.1, placement conv2_3 = the end of stage 1).
 
     ``base_method``: the registry key of the run to fine-tune (trained with the profile's
-    options for that method). ``stage``: the cut, after stage 1, 2 or 3.
+    options for that method). ``stage``: the cut, after stage 1, 2 or 3. ``relu_clamp``:
+    after a cut that ends with a ReLU, clamp the shifted features at 0 (the authors' code);
+    False: Eq. 1-2 as the paper writes them, whose shifted features have exactly the target
+    statistics delta_mu mu and |delta_sigma| sigma (`studykit.advbn.head_attack`).
     """
 
     base_method: str = "standard"
@@ -59,9 +62,11 @@ class AdvBNConfig(MethodConfig):
     steps: int = 6
     step_size: float = 0.2
     eps: float = 1.1
+    relu_clamp: bool = True
 
     RANGES = {"stage": Range(*STAGE_RANGE), "steps": NON_NEGATIVE, "step_size": POSITIVE,
               "eps": POSITIVE}
+    HASH_AT_DEFAULT_OMITTED = ("relu_clamp",)  # added later: runs made before keep their hash
 
     def __post_init__(self) -> None:
         from studykit.methods.base import list_methods
@@ -123,7 +128,7 @@ class AdvBN(Method):
         with torch.no_grad():
             f = model.forward_until(x, self.cut).float()
         f_adv = head_attack(model, f, y, self.cut, steps=c.steps, step_size=c.step_size,
-                            eps=c.eps)
+                            eps=c.eps, clamp=c.relu_clamp)
         with auxiliary_route(model):
             logits_adv = model.forward_after(f_adv, self.cut)
         logits = model.forward_after(f, self.cut)

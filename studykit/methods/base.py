@@ -44,16 +44,22 @@ class MethodConfig:
     (``studykit.checks``): a numeric option must be finite and >= 0 unless the Config's
     ``RANGES`` (a class attribute, name -> ``studykit.checks.Range``) says otherwise, and
     ``CHOICES`` (name -> tuple) lists the allowed values of a string option.
+    ``HASH_AT_DEFAULT_OMITTED`` names options added after runs were stored: `record` leaves
+    them out while they are at their default, so those runs keep their hash.
     """
 
     RANGES: ClassVar[dict[str, Any]] = {}
     CHOICES: ClassVar[dict[str, tuple]] = {}
+    HASH_AT_DEFAULT_OMITTED: ClassVar[tuple[str, ...]] = ()
 
     def record(self) -> dict[str, Any]:
         """The options as a run's config stores them (and so as its hash sees them): every
-        field by default. A Config that gains an option leaves it out where this configuration
-        does not use it, so the runs stored before keep their hashes."""
-        return dataclasses.asdict(self)
+        field, except those of ``HASH_AT_DEFAULT_OMITTED`` that are at their default. A Config
+        whose options depend on each other may leave out more (those this configuration does
+        not use), so the runs stored before an option existed keep their hashes."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in self.HASH_AT_DEFAULT_OMITTED and v == defaults[k])}
 
 
 @dataclass(frozen=True, kw_only=True)

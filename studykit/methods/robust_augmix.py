@@ -6,10 +6,13 @@ Adversarial Robustness"): AugMix's JSD consistency with an L2 PGD image as the t
 
 The PGD image is found in eval mode with no parameter gradients, so it leaves the BN running
 statistics untouched (``studykit.attacks.attack_mode``); the three views then go through three
-separate train-mode forwards, as in the paper, so each view is normalized by its own batch
-statistics. The paper trains with Nesterov momentum (``-p nesterov=True``; a training option,
-not the method's). ``eps_ramp``/``eps_delay`` grow eps and the step size from 0 as PGD-AT's do
-(both 0 by default, the paper's setting).
+separate train-mode forwards, as the authors' trainer does (the paper does not say), so each
+view is normalized by its own batch statistics and the BN running statistics are updated three
+times per step. The kit's AugMix runs its three views through one forward of the concatenated
+batch, normalized by the statistics of all three; ``joint_forward=True`` does that here, so the
+two methods can be compared under one BN treatment. The paper trains with Nesterov momentum
+(``-p nesterov=True``; a training option, not the method's). ``eps_ramp``/``eps_delay`` grow
+eps and the step size from 0 as PGD-AT's do (both 0 by default, the paper's setting).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class RobustAugMixConfig(MethodConfig):
     """RobustAugMix options; defaults are the paper's CIFAR-10 values.
 
     ``step_size`` None means 2.5 * eps / steps (the paper's 2.5 * eps / 7 at 7 steps).
+    ``joint_forward``: one train-mode forward of the clean, AugMix and PGD views concatenated
+    (BN statistics of the 3N batch, one running-statistics update), as the kit's AugMix;
+    False: three forwards, one per view (the authors' trainer).
     """
 
     jsd_lambda: float = 12.0
@@ -46,9 +52,11 @@ class RobustAugMixConfig(MethodConfig):
     depth: int = -1
     severity: float = 3.0
     alpha: float = 1.0
+    joint_forward: bool = False
 
     RANGES = {**CHAIN_RANGES, "steps": AT_LEAST_1, "step_size": POSITIVE,
               "eps_ramp": FRACTION, "eps_delay": FRACTION}
+    HASH_AT_DEFAULT_OMITTED = ("joint_forward",)  # added later: runs made before keep their hash
 
     def __post_init__(self) -> None:
         if self.depth == 0:
@@ -78,9 +86,10 @@ class RobustAugMix(EpsRamp, Method):
         x_mix = augmix(x, generator=g, width=c.width, depth=c.depth, severity=c.severity,
                        alpha=c.alpha)
         x_adv = self.adversarial_images(model, x, y, g).detach()
-        logits = model(x)
-        logits_mix = model(x_mix)
-        logits_adv = model(x_adv)
+        if c.joint_forward:
+            logits, logits_mix, logits_adv = model(torch.cat([x, x_mix, x_adv])).chunk(3)
+        else:
+            logits, logits_mix, logits_adv = model(x), model(x_mix), model(x_adv)
         ce = F.cross_entropy(logits, y)
         jsd = jsd_consistency([logits, logits_mix, logits_adv])
         metrics = {"ce": ce.detach(), "jsd": jsd.detach(),

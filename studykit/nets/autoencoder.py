@@ -10,9 +10,11 @@ trained to reconstruct the image from it with
 
 TV the mean absolute difference of neighbouring pixels (a small smoothness prior). AdvBN goes
 between the two: ``shift_images`` perturbs the encoder's feature statistics
-(`studykit.advbn.advbn_deltas`) to raise a classifier's loss on the *decoded* image, and
-decodes the shifted features. With m = 0 steps it is the plain reconstruction, the control of
-a shifted test set (the paper's ImageNet-AdvBN and "reconstructed" columns, Table 8).
+(`studykit.advbn.advbn_deltas`) to raise a classifier's loss on the *decoded* image, as the
+authors' visualization script does (the paper's text attacks the layers after the cut on the
+feature, as training does), and decodes the shifted features. With m = 0 steps it is the plain
+reconstruction, the control of a shifted test set (the paper's ImageNet-AdvBN and
+"reconstructed" columns, Table 8).
 
 Training is a stored run (`autoencoder_run`): ``runs/<dataset>/autoencoder/<hash>/`` in the
 classifier's run store (or the one given), keyed by the classifier's run, the stage and the
