@@ -286,7 +286,7 @@ def draw_distortions(net: CorruptionNet, n: int, *, probabilities: Mapping[str, 
 
     params: dict[str, Tensor] = {}
     for name, op in OPERATIONS.items():
-        if op.group != "weights" or not applied[name].any():
+        if op.group != "weights" or not blocks or not applied[name].any():
             continue
         candidates = sorted({_ref_block(i, blocks) for i in op.ref_blocks})
         for _ in range(op.picks):
@@ -327,9 +327,10 @@ def _feature_hook(applied: Mapping[str, Tensor], n: int, blocks: int, channels: 
     relu = _rand((n,), g, dev) < 1 / 3
     flip_height = _rand((n,), g, dev) < 1 / 3
     skips = torch.zeros(n, blocks, dtype=torch.bool, device=dev)
-    skipped = torch.tensor([_ref_block(i, blocks) for i in range(2, REF_BLOCKS)], device=dev)
-    skips.scatter_(1, skipped[_randint(len(skipped), (n, 3), g, dev)], True)
-    skips &= applied["skip_blocks"][:, None]
+    if blocks:
+        skipped = torch.tensor([_ref_block(i, blocks) for i in range(2, REF_BLOCKS)], device=dev)
+        skips.scatter_(1, skipped[_randint(len(skipped), (n, 3), g, dev)], True)
+        skips &= applied["skip_blocks"][:, None]
     body_at = f"blocks.{max(1, round(5 * blocks / REF_BLOCKS)) - 1}"
     state: dict[str, Tensor] = {}  # the masks of the head, drawn at the first forward
 
