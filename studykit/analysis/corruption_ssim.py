@@ -62,8 +62,9 @@ def ssim_by_radius(
 
     For every radius nu: AdA (``options``, e.g. its ``steps``, against ``classifier``) and a
     random perturbation in the same balls (DeepAugment's ``distortion="ball"``), both seeded
-    with ``seed``, corrupt ``x`` in batches of ``batch_size``. SSIM is measured before the SSIM guard; whether the
-    classifier is right is measured on the guarded images (what training would see).
+    with ``seed``, corrupt ``x`` in batches of ``batch_size``. SSIM is measured before the
+    SSIM guard; whether the classifier is right is measured on the guarded images (what
+    training would see).
 
     Args:
         classifier: the model AdA attacks (used as given; pass an eval-mode model).

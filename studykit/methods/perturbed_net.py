@@ -2,6 +2,7 @@
 per example, the SSIM guard, and how the corrupted images join the training batch.
 
     beta ~ U(balls), [AdA: beta <- FGSM search],  x_hat = guard(x, c_{phi+beta}(x))
+    [DeepAugment: x_hat = its distorted network's output (``perturb``), no guard by default]
     batch = x_hat, each image left clean with probability ``clean_share``
             ([x, x_hat] with ``clean``);  [AugMix last: one view, or JSD over 3 views]
 
