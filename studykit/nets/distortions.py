@@ -299,27 +299,26 @@ def draw_distortions(net: CorruptionNet, n: int, *, probabilities: Mapping[str, 
             for j, conv in convs:
                 for blk in candidates:
                     hit = applied[name] & (block == blk) & ((conv_pick == j) if j >= 0 else True)
-                    if not hit.any():
+                    idx = hit.nonzero().squeeze(1)
+                    if not idx.numel():
                         continue
                     layer = f"blocks.{blk}.{conv}"
-                    w = params.get(f"{layer}.weight")
-                    if w is None:
-                        w = net.get_submodule(layer).weight.detach().to(dev).expand(n, -1, -1,
-                                                                                -1, -1)
-                        params[f"{layer}.bias"] = net.get_submodule(layer).bias.detach().to(
-                            dev).expand(n, -1)
-                    bias = params[f"{layer}.bias"]
-                    w_new, b_new = _weight_op(name, conv, w, bias, generator)
-                    params[f"{layer}.weight"] = _per_example(w_new, w, hit)
-                    params[f"{layer}.bias"] = _per_example(b_new, bias, hit)
+                    if f"{layer}.weight" not in params:  # the layer's own weights, per example
+                        module = net.get_submodule(layer)
+                        params[f"{layer}.weight"] = module.weight.detach().to(dev).repeat(
+                            n, 1, 1, 1, 1)
+                        params[f"{layer}.bias"] = module.bias.detach().to(dev).repeat(n, 1)
+                    w, bias = params[f"{layer}.weight"], params[f"{layer}.bias"]
+                    # Computed for the images it hits only (their own draws), written in place.
+                    w[idx], bias[idx] = _weight_op(name, conv, w[idx], bias[idx], generator)
     hook = _feature_hook(applied, n, blocks, net.head.out_channels, generator, dev)
     return DistortionDraw(applied, params, hook)
 
 
 def _feature_hook(applied: Mapping[str, Tensor], n: int, blocks: int, channels: int, g: Gen,
                   dev: torch.device) -> Callable[[str, Tensor, Tensor], Tensor]:
-    """The head and body operations as a ``CorruptionNet.forward`` hook (drawn here, so the
-    hook itself is deterministic)."""
+    """The head and body operations as a ``CorruptionNet.forward`` hook: their draws are made
+    here, but the head's masks, which take the features' shape, at the hook's first call."""
     # 5 swaps of two distinct channels (an odd permutation: never the identity).
     first = _randint(channels, (5, n), g, dev)
     second = (first + 1 + _randint(max(1, channels - 1), (5, n), g, dev)) % channels
