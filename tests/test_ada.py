@@ -4,6 +4,8 @@ guard, and the pretraining run (stored, resumable)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -287,6 +289,35 @@ def test_method_without_corruption_net_says_how_to_get_one(trained):
     model, x, y = trained
     with pytest.raises(RuntimeError, match="setup"):
         methods.create_method("deepaugment").training_step(model, x[:4], y[:4])
+
+
+@pytest.mark.parametrize("distortion", ["hendrycks", "ball"])
+def test_deepaugment_step_trains_with_either_distortion(distortion, trained):
+    """DeepAugment's step with Hendrycks et al.'s operations (default) or a draw in AdA's
+    balls: a finite loss with gradients, and distorted images that differ from the clean ones
+    and from the network's reconstruction."""
+    model, x, y = trained
+    m = methods.create_method("deepaugment", distortion=distortion, clean_share=0.0)
+    assert m.config.ssim_threshold == 0  # DeepAugment has no SSIM guard
+    m.seed(0)
+    net = _net(channels=8, blocks=2)
+    m.attach(net)
+    model = copy.deepcopy(model).train()
+    out = m.training_step(model, x[:16], y[:16])
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    x_hat, _, _ = m.corrupt(model, x[:16], y[:16], torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        recon = net(x[:16])
+    assert (x_hat - x[:16]).abs().flatten(1).amax(1).min() > 0
+    assert (x_hat - recon).abs().flatten(1).amax(1).min() > 0
+
+
+def test_deepaugment_bad_distortion_is_one_line_naming_the_choices():
+    with pytest.raises(ValueError, match="'gaussian'.*hendrycks, ball") as err:
+        methods.create_method("deepaugment", distortion="gaussian")
+    assert "\n" not in str(err.value)
 
 
 def test_pretraining_is_stored_and_resumes_like_any_run(tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ FIGURES = {
     "04_robust_augmix": {"l2_eps_curve", "accuracy_vs_severity"},
     "05_maxup": {"m_ablation_curve", "certified_accuracy"},
     "06_adversarial_augment": {"reconstructions", "ada_examples", "ssim_kde", "ssim_guard",
+                               "deepaugment_ops", "deepaugment_ssim_kde",
                                "ra_bars", "linf_curves", "l2_curves"},
     "07_advbn": {"reconstruction_strip", "shift_strength", "feature_divergence_0",
                  "feature_divergence_1"},

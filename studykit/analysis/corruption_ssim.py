@@ -61,9 +61,10 @@ def ssim_by_radius(
     """SSIM between images and their AdA and DeepAugment corruptions, per image and radius.
 
     For every radius nu: AdA (``options``, e.g. its ``steps``, against ``classifier``) and a
-    random perturbation in the same balls (DeepAugment), both seeded with ``seed``, corrupt
-    ``x`` in batches of ``batch_size``. SSIM is measured before the SSIM guard; whether the
-    classifier is right is measured on the guarded images (what training would see).
+    random perturbation in the same balls (DeepAugment's ``distortion="ball"``), both seeded
+    with ``seed``, corrupt ``x`` in batches of ``batch_size``. SSIM is measured before the
+    SSIM guard; whether the classifier is right is measured on the guarded images (what
+    training would see).
 
     Args:
         classifier: the model AdA attacks (used as given; pass an eval-mode model).
@@ -87,7 +88,8 @@ def ssim_by_radius(
     parts = []
     for nu in nus:
         ada = perturbed_net_method("ada", net, nu=nu, options=options, seed=seed)
-        rand = perturbed_net_method("deepaugment", net, nu=nu, options=options, seed=seed)
+        rand = perturbed_net_method("deepaugment", net, nu=nu, seed=seed,
+                                    options={**(options or {}), "distortion": "ball"})
         cols: dict[str, list[torch.Tensor]] = {"ssim_ada": [], "ssim_random": [],
                                                 "correct_ada": [], "correct_random": []}
         for i in range(0, x.shape[0], batch_size):

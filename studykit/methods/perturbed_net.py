@@ -2,6 +2,7 @@
 per example, the SSIM guard, and how the corrupted images join the training batch.
 
     beta ~ U(balls), [AdA: beta <- FGSM search],  x_hat = guard(x, c_{phi+beta}(x))
+    [DeepAugment: x_hat = its distorted network's output (``perturb``), no guard by default]
     batch = x_hat, each image left clean with probability ``clean_share``
             ([x, x_hat] with ``clean``);  [AugMix last: one view, or JSD over 3 views]
 
@@ -116,6 +117,16 @@ class PerturbedNetMethod(Method):
         """beta after the inner maximization, and the loss at the start (DeepAugment: none)."""
         return beta, None
 
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """c_{phi+beta}(x) with beta drawn in the balls (and searched: AdA), and the search's
+        loss at the start (None without a search). x is fp32 in [0, 1]."""
+        beta = sample_in_balls(self.phi, self.radii, x.shape[0], generator=generator)
+        beta, start_ce = self.search(model, x, y, beta)
+        with torch.no_grad():
+            return self.net(x, per_example_params(self.phi, beta)), start_ce
+
     def corrupt(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -133,10 +144,7 @@ class PerturbedNetMethod(Method):
             self.attach(self.net.to(x.device))
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
-            beta = sample_in_balls(self.phi, self.radii, x.shape[0], generator=generator)
-            beta, start_ce = self.search(model, x, y, beta)
-            with torch.no_grad():
-                x_hat = self.net(x, per_example_params(self.phi, beta))
+            x_hat, start_ce = self.perturb(model, x, y, generator)
             x_guarded, gamma = ssim_guard(x, x_hat, self.config.ssim_threshold)
         metrics = {"guard_frac": (gamma < 1).float().mean()}
         if start_ce is not None:

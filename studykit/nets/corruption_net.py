@@ -46,6 +46,7 @@ from studykit.train import ResumableEpochs, train_or_load_run
 log = logging.getLogger(__name__)
 
 Params = Mapping[str, torch.Tensor]
+Hook = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class ResBlock(nn.Module):
@@ -83,24 +84,34 @@ class CorruptionNet(nn.Module):
         self.body_end = nn.Conv2d(channels, channels, 3, padding=1)
         self.tail = nn.Conv2d(channels, 3, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, params: Params | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, params: Params | None = None,
+                hook: Hook | None = None) -> torch.Tensor:
         """The network's output; with ``params`` (name -> tensor with a leading batch
         dimension, see `per_example_params`) image i goes through weights ``params[...][i]``.
+        A layer whose weight is not in ``params`` uses the network's own (shared) weights.
 
         Per-example weights run as grouped convolutions: the batch is folded into the channels
         (one group per image), so the whole batch is one convolution per layer.
+
+        ``hook(stage, before, after)``, when given, replaces the features after the head
+        (stage ``"head"``; ``before`` is the centred image) and after every residual block
+        (stage ``"blocks.<i>"``) by what it returns (DeepAugment's feature distortions).
         """
         def conv(name: str, h: torch.Tensor) -> torch.Tensor:
-            if params is None:
+            if params is None or f"{name}.weight" not in params:
                 layer = self.get_submodule(name)
                 return F.conv2d(h, layer.weight, layer.bias, padding=1)
             return grouped_conv(h, params[f"{name}.weight"], params[f"{name}.bias"])
 
-        h = conv("head", x - 0.5)  # EDSR subtracts the mean colour; 0.5 for images in [0, 1]
+        x = x - 0.5  # EDSR subtracts the mean colour; 0.5 for images in [0, 1]
+        h = conv("head", x)
+        if hook is not None:
+            h = hook("head", x, h)
         r = h
         for i, block in enumerate(self.blocks):
-            r = r + block.res_scale * conv(f"blocks.{i}.conv2",
-                                           F.relu(conv(f"blocks.{i}.conv1", r)))
+            out = r + block.res_scale * conv(f"blocks.{i}.conv2",
+                                             F.relu(conv(f"blocks.{i}.conv1", r)))
+            r = out if hook is None else hook(f"blocks.{i}", r, out)
         r = conv("body_end", r) + h
         return (conv("tail", r) + 0.5).clamp(0, 1)
 

@@ -265,7 +265,8 @@ def plot_ssim_density(per_image: pd.DataFrame, column: str = "ssim_ada", by: str
     Args:
         per_image: ``analysis.ssim.ssim_by_radius`` output (or any table with the columns).
         column: the SSIM column.
-        by: one line per value of this column, labelled with it and the mean SSIM.
+        by: one line per value of this column, labelled with it (``by=value`` for a number,
+            the value itself for a name) and the mean SSIM.
         xlabel: x-axis label.
 
     Each density is drawn from min(0.9, the lowest SSIM) to 1; a constant sample (no spread
@@ -278,7 +279,8 @@ def plot_ssim_density(per_image: pd.DataFrame, column: str = "ssim_ada", by: str
         v = np.ascontiguousarray(g[column].to_numpy())
         grid = np.linspace(min(v.min(), 0.9), 1.0, 400)
         density = gaussian_kde(v)(grid) if v.std() > 1e-6 else np.zeros_like(grid)
-        ax.plot(grid, density, label=f"{by}={key:g} (mean {v.mean():.3f})")
+        name = f"{by}={key:g}" if isinstance(key, (int, float, np.number)) else str(key)
+        ax.plot(grid, density, label=f"{name} (mean {v.mean():.3f})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density (KDE)")
     ax.legend(fontsize=7)
