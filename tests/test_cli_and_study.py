@@ -88,6 +88,5 @@ def test_a_dataset_study_checks_the_dataset_and_takes_the_notebooks_that_accept_
         study.run_study(profile="smoke", dataset=f"npz:{tmp_path / 'missing.npz'}")
     takes = {p.stem: study.takes_parameter(p, "DATASET")
              for p in study.list_notebooks(REPO / "notebooks")}
-    assert not takes.pop("00_data_and_corruptions")  # it shows the datasets themselves
     assert all(takes.values()), takes
     assert cli.main(["study", "--profile", "smoke", "--dataset", "imagenet"]) == 2
