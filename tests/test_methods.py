@@ -21,7 +21,8 @@ from studykit.nets.corruption_net import CorruptionNet
 from studykit.normalization import DualBN, DuBIN, bn_route, dual_bn_layers
 
 # Methods whose default config is too slow for a per-step contract test get overrides here.
-FAST_OVERRIDES = {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"steps": 2, "stadv_steps": 2},
+FAST_OVERRIDES = {"augmax": {"steps": 2}, "pgd_at": {"steps": 2},
+                  "advmax": {"steps": 2, "stadv_steps": 2},
                   "augmix_pgdat": {"pgd_steps": 2}, "robust_augmix": {"steps": 2},
                   "ada": {"steps": 2}}
 
