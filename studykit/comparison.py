@@ -14,6 +14,19 @@ import torch
 from studykit.corruptions import BENCHMARK_CORRUPTIONS
 from studykit.evaluation import accuracy, mean_accuracy_by_corruption
 from studykit.experiment import ExperimentResult, results_table, run_experiment
+from studykit.methods import Method
+from studykit.methods.augmax import AugMaxStrategy
+
+
+def setup_label(method: Method) -> str:
+    """What a run was trained with, for a table row: its normalization and its loss.
+
+    ``"dubin, AugMax's loss"`` for AugMax and its Table-10 baselines; ``"bn, own loss"`` for
+    AugMix (or its ``norm``) and for methods without a ``norm`` option (plain BN), e.g. PGD-AT.
+    """
+    norm = getattr(method.config, "norm", "bn")
+    loss = "AugMax's loss" if isinstance(method, AugMaxStrategy) else "own loss"
+    return f"{norm}, {loss}"
 
 
 def metrics_table(results: Mapping[str, ExperimentResult],

@@ -88,14 +88,15 @@ _SMALL_NET = {"smoke": {"net_channels": 4, "net_blocks": 1, "net_epochs": 1},
 # On 2 CPU cores the inner maximizations dominate (AugMax 10 steps: ~13x a standard step;
 # PGD-10: ~11x); the smoke and quick profiles halve or cut them. Noted in every run's config.
 _METHOD_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"steps": 2, "k": 2},
+    "smoke": {"augmax": {"steps": 2}, "pgd_at": {"steps": 2},
+              "advmax": {"steps": 2, "k": 2, "stadv_steps": 2},
               "advmix": {"k": 2}, "augmix_pgdat": {"pgd_steps": 2}, "robust_augmix": {"steps": 2},
               "ada": {"steps": 1, **_SMALL_NET["smoke"]}, "deepaugment": _SMALL_NET["smoke"]},
     # PGD-AT trains clean for the first 30% of the quick budget, then ramps eps over the next
     # 30%: at full 8/255 from the first step a 15-epoch small CNN stays at chance (10.8% SA),
     # with a ramp from step 0 it reached 23% SA, with this warm start 36% (synthetic data).
     "quick": {"augmax": {"steps": 5}, "pgd_at": {"steps": 5, "eps_delay": 0.3, "eps_ramp": 0.3},
-              "advmax": {"steps": 5}, "augmix_pgdat": {"pgd_steps": 5},
+              "advmax": {"steps": 5, "stadv_steps": 5}, "augmix_pgdat": {"pgd_steps": 5},
               # RobustAugMix: 3 L2 PGD steps of 2.5 eps / 3 instead of 7 of 2.5 eps / 7.
               "robust_augmix": {"steps": 3},
               # AdA: 1 FGSM step instead of 10 (AdA-10 costs ~25 standard steps here, AdA-1 ~5);

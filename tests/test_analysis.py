@@ -423,7 +423,7 @@ def test_augmentation_views_and_their_statistics():
     x = (torch.rand(12, 3, 32, 32) * 255).to(torch.uint8)
     y = torch.arange(12) % 3
     views = hardness.augmentation_views(model, x, y, seed=0, pgd_steps=2, augmax_steps=2)
-    assert list(views) == ["standard", "augmix", "pgd", "augmax"]
+    assert list(views) == ["standard", "augmix", "pgd", "augmax", hardness.FULL_SEARCH_VIEW]
     xf = x.float() / 255
     for v in views.values():
         assert v.shape == x.shape and v.dtype == torch.float32
@@ -443,3 +443,24 @@ def test_augmentation_views_and_their_statistics():
     logits = model(views["pgd"])
     assert stats.loc["pgd", "accuracy"] == pytest.approx(
         (logits.argmax(1) == y).float().mean().item() * 100)
+
+
+def test_augmax_view_is_the_one_training_uses():
+    """The main AugMax view is AugMaxConfig's search (early stop after the first fooling
+    update); the full search starts from the same point and keeps ascending."""
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 3, width=8).eval()
+    x = (torch.rand(16, 3, 32, 32) * 255).to(torch.uint8)
+    y = torch.arange(16) % 3
+    views = hardness.augmentation_views(model, x, y, seed=1, pgd_steps=1)
+    trained = hardness.augmentation_views(model, x, y, seed=1, pgd_steps=1, full_search=False)
+    assert hardness.FULL_SEARCH_VIEW not in trained
+    assert torch.equal(trained["augmax"], views["augmax"])
+    train_view, full = views["augmax"], views[hardness.FULL_SEARCH_VIEW]
+    with torch.no_grad():
+        wrong = model(train_view).argmax(1) != y
+    assert wrong.any() and (~wrong).any()  # both kinds of sample are here
+    # A sample the training search stopped on (fooled) may ascend further without the stop;
+    # one it never stopped on took every step in both searches, from the same start.
+    assert not torch.equal(train_view, full)
+    assert torch.equal(train_view[~wrong], full[~wrong])

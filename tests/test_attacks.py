@@ -22,11 +22,15 @@ from studykit.attacks import (
     affine_transform,
     attack_mode,
     default_step_size,
+    flow_loss,
+    flow_warp,
     gradient_masking_warnings,
     pgd,
     pgd_preset,
     sample_spatial_params,
     spatial_worst_of_k,
+    stadv,
+    stadv_flow,
 )
 
 NUM_CLASSES = 3
@@ -362,6 +366,7 @@ ATTACKS = {
         net, x, y, eps=0.5, norm="l2", steps=2, early_stop=0, eval_mode=em
     ),
     "spatial": lambda net, x, y, em: spatial_worst_of_k(net, x, y, k=2, eval_mode=em),
+    "stadv": lambda net, x, y, em: stadv(net, x, y, steps=2, eval_mode=em),
 }
 
 
@@ -444,6 +449,75 @@ def test_spatial_keeps_the_worst_of_k_per_sample(model, data):
     torch.testing.assert_close(x_adv, trials[losses.argmax(0), torch.arange(len(x))])
     again = spatial_worst_of_k(model, x, y, k=k, generator=torch.Generator().manual_seed(7))
     assert torch.equal(x_adv, again)
+
+
+# ---------------------------------------------------------------------------------------------
+# StAdv.
+
+
+@pytest.mark.parametrize("size", [(8, 8), (32, 32), (7, 5), (64, 64)])
+def test_zero_flow_returns_the_image_exactly(model, data, size):
+    x = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(flow_warp(x, torch.zeros(3, 2, *size)), x)
+    xd, y = data
+    assert torch.equal(stadv(model, xd, y, steps=0), xd)
+    assert torch.equal(stadv(model, xd, y, bound=0.0), xd)
+
+
+def test_flow_is_in_pixels():
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    flow = torch.zeros(2, 2, 8, 8)
+    flow[0, 0] = 1.0  # image 0: every pixel reads its right neighbour
+    flow[1, 1] = -2.0  # image 1: every pixel reads two rows up
+    out = flow_warp(x, flow)
+    torch.testing.assert_close(out[0, :, :, :-1], x[0, :, :, 1:])
+    torch.testing.assert_close(out[0, :, :, -1], x[0, :, :, -1])  # the border clamps
+    torch.testing.assert_close(out[1, :, 2:], x[1, :, :-2])
+    half = flow_warp(x, flow / 2)  # half a pixel: the mean of the two neighbours
+    torch.testing.assert_close(half[0, :, :, :-1], (x[0, :, :, :-1] + x[0, :, :, 1:]) / 2)
+
+
+def test_flow_loss_counts_each_neighbour_pair_both_ways():
+    flow = torch.zeros(1, 2, 3, 4)
+    assert flow_loss(flow, eps=0.0).item() == 0
+    flow[0, :, 1, 1] = torch.tensor([3.0, 4.0])  # one pixel moved by 5 px, four neighbours
+    # p and each of its 4 neighbours differ by 5, counted from both sides.
+    assert flow_loss(flow, eps=0.0).item() == pytest.approx(2 * 4 * 5.0)
+    # A uniform flow is perfectly smooth: only the eps terms, one per ordered pair.
+    pairs = 2 * (3 * 3 + 2 * 4)
+    assert flow_loss(torch.full((1, 2, 3, 4), 0.7), eps=1e-4).item() == pytest.approx(
+        pairs * 1e-2)
+
+
+def test_stadv_raises_the_loss_and_stays_within_its_bound(model, data):
+    x, y = data
+    for bound in (0.5, 1.0):
+        flow = stadv_flow(model, x, y, bound=bound, steps=5)
+        assert flow.shape == (len(x), 2, 8, 8)
+        assert flow.abs().max() <= bound  # the clip is active: some components sit on it
+        assert (flow.abs() == bound).any()
+        x_adv = flow_warp(x, flow)
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+        assert total_loss(model, x_adv, y) > total_loss(model, x, y)
+        assert torch.equal(stadv(model, x, y, bound=bound, steps=5), x_adv)  # deterministic
+    # The smoothness term makes the flow smoother than pure loss ascent.
+    rough = stadv_flow(model, x, y, steps=5, tau=0.0)
+    smooth = stadv_flow(model, x, y, steps=5, tau=0.05)
+    assert flow_loss(smooth).sum() < flow_loss(rough).sum()
+
+
+def test_stadv_errors_name_the_bad_value(model, data):
+    x, y = data
+    with pytest.raises(ValueError, match=r"bound must be .* got -1"):
+        stadv(model, x, y, bound=-1.0)
+    with pytest.raises(ValueError, match=r"tau must be .* got nan"):
+        stadv(model, x, y, tau=float("nan"))
+    with pytest.raises(ValueError, match=r"steps must be .* got -1"):
+        stadv(model, x, y, steps=-1)
+    with pytest.raises(ValueError, match="batch size"):
+        stadv(model, x, y[:3])
+    with pytest.raises(ValueError, match=r"flow must have shape \(64, 2, 8, 8\)"):
+        flow_warp(x, torch.zeros(64, 2, 4, 4))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,3 +175,14 @@ def test_evaluate_model_row_and_corruption_table(tmp_path, monkeypatch):
     assert row["clean_acc"] == pytest.approx(50.0) and row["shifted"] == pytest.approx(75.0)
     assert table["corruption"].unique().tolist() == names and len(table) == 10
     assert row["ra"] == pytest.approx(50.0) and row["mce"] == pytest.approx(50.0)
+
+
+def test_setup_label_names_normalization_and_loss():
+    from studykit.methods import create_method
+
+    label = comparison.setup_label
+    assert label(create_method("advmax")) == "dubin, AugMax's loss"
+    assert label(create_method("augmax", norm="bn")) == "bn, AugMax's loss"
+    assert label(create_method("augmix")) == "bn, own loss"
+    assert label(create_method("augmix", norm="dubin")) == "dubin, own loss"
+    assert label(create_method("pgd_at")) == "bn, own loss"  # no norm option: plain BN

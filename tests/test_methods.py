@@ -21,7 +21,8 @@ from studykit.nets.corruption_net import CorruptionNet
 from studykit.normalization import DualBN, DuBIN, bn_route, dual_bn_layers
 
 # Methods whose default config is too slow for a per-step contract test get overrides here.
-FAST_OVERRIDES = {"augmax": {"steps": 2}, "pgd_at": {"steps": 2}, "advmax": {"steps": 2},
+FAST_OVERRIDES = {"augmax": {"steps": 2}, "pgd_at": {"steps": 2},
+                  "advmax": {"steps": 2, "stadv_steps": 2},
                   "augmix_pgdat": {"pgd_steps": 2}, "robust_augmix": {"steps": 2},
                   "ada": {"steps": 2}}
 
@@ -354,3 +355,47 @@ def test_worst_of_k_levels_picks_the_highest_loss_draw(trained):
                                     sign=draws.sign[:, i * 16:(i + 1) * 16]))
         for i in range(5)])
     assert torch.allclose(loss_of(worst), losses.max(0).values, atol=1e-5)
+
+
+def test_advmax_warps_the_worst_mixture_with_stadv(trained):
+    from studykit.attacks import flow_warp, stadv_flow
+    from studykit.methods.augmax import adversarial_mix
+
+    x, y = toy_batch(16, seed=5)
+    opts = dict(steps=2, k=2, stadv_steps=3, stadv_bound=0.5)
+    with_stadv = methods.create_method("advmax", **opts)
+    without = methods.create_method("advmax", stadv=False, **opts)
+    params = sample_augmix_params(16, generator=torch.Generator().manual_seed(0))
+    x_on, m_on = with_stadv.hard_images(trained, x, y, params, torch.Generator().manual_seed(1))
+    x_off, m_off = without.hard_images(trained, x, y, params, torch.Generator().manual_seed(1))
+    assert "stadv_shift" not in m_off and 0 < float(m_on["stadv_shift"]) <= 0.5 * 2**0.5
+    # StAdv is the last step: it warps the image the rest of AdvMax made, within its bound.
+    flow = stadv_flow(trained, x_off, y, bound=0.5, steps=3)
+    assert torch.equal(x_on, flow_warp(x_off, flow))
+    with torch.no_grad():
+        loss_on = F.cross_entropy(trained(x_on), y)
+        loss_off = F.cross_entropy(trained(x_off), y)
+    assert loss_on > loss_off
+    # Without StAdv, AdvMax is the worst-of-k chains' adversarial mix.
+    from studykit.methods.augmax_baselines import worst_of_k_levels
+    g = torch.Generator().manual_seed(1)
+    _, chains = worst_of_k_levels(trained, x, y, params, k=2, generator=g)
+    torch.testing.assert_close(adversarial_mix(trained, x, y, chains, without.config, g)[0],
+                               x_off)
+
+    # A training step with StAdv: finite loss, gradients, the model's modes kept.
+    torch.manual_seed(0)
+    model = with_stadv.prepare_model(create_model("small_cnn", 4, width=8)).train()
+    out = with_stadv.training_step(model, x, y)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and "stadv_shift" in out.metrics
+    assert all(mod.training for mod in model.modules())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_advmax_options_are_its_own():
+    # The other baselines do not carry StAdv's options (so their run hashes stay as they were).
+    assert "stadv" not in methods.method_config_fields("advmix")
+    assert "stadv" not in methods.method_config_fields("augmix_pgdat")
+    with pytest.raises(ValueError, match="stadv_bound"):
+        methods.create_method("advmax", stadv_bound=0.0)

@@ -3,7 +3,8 @@ AugMax) through one model, and how diverse and how hard each kind is.
 
 Wang et al. (NeurIPS 2021) argue that AugMix images are diverse but easy, PGD images hard but
 not diverse, and AugMax images both. `augmentation_views` makes the four kinds from one set of
-base images; `diversity_and_hardness` measures them on the model's penultimate features.
+base images (the AugMax one as training makes it, with its early stop, and optionally a full
+search beside it); `diversity_and_hardness` measures them on the model's penultimate features.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from studykit.augmax_search import augmax_search
 from studykit.augment import augmix, augmix_chains, sample_augmix_params
 from studykit.data import random_crop_flip
 from studykit.devices import model_device
+from studykit.methods.augmax import AugMaxConfig
 from studykit.models import unwrap_model
 
-__all__ = ["augmentation_views", "diversity_and_hardness"]
+__all__ = ["FULL_SEARCH_VIEW", "augmentation_views", "diversity_and_hardness"]
+
+_AUGMAX = AugMaxConfig()  # the search AugMax trains with (the paper's CIFAR values)
+FULL_SEARCH_VIEW = "augmax, full search"  # every step, no early stop: harder than training's
 
 
 def augmentation_views(
@@ -34,16 +39,21 @@ def augmentation_views(
     seed: int = 0,
     pgd_eps: float = 8 / 255,
     pgd_steps: int = 10,
-    augmax_steps: int = 10,
+    augmax_steps: int = _AUGMAX.steps,
+    full_search: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """The four image kinds of AugMax Fig. 1 for the same images, through one (standard) model.
+    """The image kinds of AugMax Fig. 1 for the same images, through one (standard) model.
 
     Every view starts from the same base images: ``x`` randomly cropped (pad 4) and flipped,
-    the standard augmentation the model was trained with, so the four views differ only in
-    what is applied on top. ``standard``: the base itself; ``augmix``: one AugMix view of it;
-    ``pgd``: Linf PGD on it (8/255, step 2/255, 10 steps, random start); ``augmax``: AugMax's
-    adversarial mixing of random AugMix chains of it (10 steps of 0.1, no early stop, so every
-    image gets the full search). Attacks run in eval mode; the model's mode is restored.
+    the standard augmentation the model was trained with, so the views differ only in what is
+    applied on top. ``standard``: the base itself; ``augmix``: one AugMix view of it; ``pgd``:
+    Linf PGD on it (8/255, step 2/255, 10 steps, random start); ``augmax``: the AugMax image
+    training uses, AugMax's adversarial mixing of random AugMix chains of it with the search
+    of ``methods.augmax.AugMaxConfig`` (``augmax_steps`` steps of 0.1, each sample stopping
+    once an update fools the model, Algorithm 1 with k = 1). With ``full_search``, a fifth view,
+    ``FULL_SEARCH_VIEW``: the same chains from the same start searched for all
+    ``augmax_steps`` steps without the early stop, harder than what AugMax trains on. Attacks
+    run in eval mode; the model's mode is restored.
 
     Shape:
         - x: (N, 3, H, W) uint8 or float in [0, 1]; each output: (N, 3, H, W) float in [0, 1].
@@ -57,8 +67,15 @@ def augmentation_views(
     views["pgd"] = pgd(model, base, y, eps=pgd_eps, steps=pgd_steps, generator=g)
     params = sample_augmix_params(base.shape[0], generator=g).to(device)
     chains = augmix_chains(base, params)
-    s = augmax_search(model, base, y, chains, steps=augmax_steps, early_stop=None, generator=g)
+    start = g.get_state()  # the full search starts where the training view's does
+    s = augmax_search(model, base, y, chains, steps=augmax_steps, step_size=_AUGMAX.step_size,
+                      early_stop=_AUGMAX.early_stop, stop_rule=_AUGMAX.stop_rule, generator=g)
     views["augmax"] = s.images(base, chains).detach()
+    if full_search:
+        g_full = torch.Generator().set_state(start)
+        s = augmax_search(model, base, y, chains, steps=augmax_steps,
+                          step_size=_AUGMAX.step_size, early_stop=None, generator=g_full)
+        views[FULL_SEARCH_VIEW] = s.images(base, chains).detach()
     return views
 
 

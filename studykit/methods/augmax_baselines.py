@@ -8,8 +8,12 @@ differs:
 * ``advmix``: random ops and random mixing (Dirichlet w, Beta m) as in AugMix, with the op
   magnitudes (levels and signs) chosen adversarially by worst-of-k (k = 5): per image, the one of
   k magnitude draws with the largest loss.
-* ``advmax``: the worst-of-k magnitudes of AdvMix, then AugMax's adversarial mixing on them.
-  (The paper's AdvMax also adds the StAdv spatial attack; not included here.)
+* ``advmax``: the worst-of-k magnitudes of AdvMix, then AugMax's adversarial mixing on them,
+  then StAdv (Xiao et al., ICLR 2018; ``studykit.attacks.stadv``) on the mixed image: App. B
+  "also include[s] a stronger spatial transform attack, StAdv, in AdvMax" without saying
+  where; here it is the last step, a flow field (at most ``stadv_bound`` pixels per component,
+  ``stadv_steps`` signed steps of bound/4, smoothness weight ``stadv_tau`` = 0.05, the StAdv
+  paper's) that warps the AdvMax image. ``stadv=False`` leaves it out.
 
 All draw their randomness from the method's generator and run their inner searches in eval mode
 through the auxiliary BN. ``norm`` defaults to dubin, as AugMax's, to compare strategies alone.
@@ -25,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studykit.attacks import attack_mode, pgd
+from studykit.attacks import attack_mode, flow_warp, pgd, stadv_flow
 from studykit.augmax_search import STOP_RULES, check_stop_rule
 from studykit.augment import AugMixParams, augmix_chains, mix, sample_augmix_params
-from studykit.checks import AT_LEAST_1
+from studykit.checks import AT_LEAST_1, POSITIVE
 from studykit.methods.augmax import AugMaxStrategy, adversarial_mix
 from studykit.methods.augmix import CHAIN_RANGES, NORMS, check_norm
 from studykit.methods.base import MethodConfig, register_method
@@ -84,6 +88,19 @@ class BaselineConfig(MethodConfig):
         check_stop_rule(self.stop_rule)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AdvMaxConfig(BaselineConfig):
+    """AdvMax's options: the baselines' plus StAdv's (AugMax App. B). A Config of its own, so
+    the other baselines' configs (and run hashes) do not carry options they never use."""
+
+    stadv: bool = True  # App. B: StAdv on top of the worst-case mixture
+    stadv_bound: float = 1.0  # pixels per flow component (kit's choice; StAdv has no bound)
+    stadv_steps: int = 10  # signed steps of stadv_bound / 4 (the kit's Linf PGD convention)
+    stadv_tau: float = 0.05  # smoothness weight, the StAdv paper's
+
+    RANGES = {**BaselineConfig.RANGES, "stadv_bound": POSITIVE, "stadv_steps": AT_LEAST_1}
+
+
 class _Baseline(AugMaxStrategy):
     Config = BaselineConfig
 
@@ -111,10 +128,19 @@ class AdvMix(_Baseline):
 
 @register_method("advmax")
 class AdvMax(_Baseline):
-    """Worst-of-k op magnitudes, then adversarial mixing (AugMax's search)."""
+    """Worst-of-k op magnitudes, then adversarial mixing (AugMax's search), then StAdv."""
+
+    Config = AdvMaxConfig
+    config: AdvMaxConfig
 
     def hard_images(self, model, x, y, params, g):
         c = self.config
         _, chains = worst_of_k_levels(model, x, y, params, k=c.k, severity=c.severity,
                                       generator=g)
-        return adversarial_mix(model, x, y, chains, c, g)
+        x_hard, metrics = adversarial_mix(model, x, y, chains, c, g)
+        if c.stadv:
+            flow = stadv_flow(model, x_hard, y, bound=c.stadv_bound, steps=c.stadv_steps,
+                              tau=c.stadv_tau)
+            x_hard = flow_warp(x_hard, flow)
+            metrics["stadv_shift"] = flow.norm(dim=1).mean()  # mean displacement, pixels
+        return x_hard, metrics
