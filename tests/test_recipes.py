@@ -180,7 +180,9 @@ def test_one_step_under_the_paper_recipe(paper, method, options):
     opt = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
                           nesterov=t["nesterov"], weight_decay=t["weight_decay"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    # 8x8 images, but 16x16 where an SSIM guard needs room for its 11x11 window (AdA).
+    side = 16 if getattr(m.config, "ssim_threshold", 0) > 0 else 8
+    x, y = torch.rand(4, 3, side, side), torch.tensor([0, 1, 2, 3])
     m.set_progress(500, 1000)  # halfway: past every warm-up
     out = m.training_step(model, x, y)
     opt.zero_grad()

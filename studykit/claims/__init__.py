@@ -12,6 +12,7 @@ from studykit.claims.measure import (
            evaluate_claims,
            measure_claim,
            read_claims,
+           row_values,
            unit_values,
 )
 from studykit.claims.scorecard import write_scorecard
