@@ -10,6 +10,7 @@ import pandas as pd
 
 from studykit.claims.measure import read_claims
 from studykit.claims.stats import VERDICTS
+from studykit.claims.table import CLAIMS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ def scorecard_lines(table: pd.DataFrame) -> list[str]:
     one_seed = int((table["seeds"] == 1).sum())
     lines += [f"**{len(table)} claims**: {summary}. {one_seed} of them rest on one training "
               "seed (their interval is test-set noise only).", ""]
+    missing = sorted({c.notebook for c in CLAIMS} - set(table["notebook"]))
+    if missing:
+        lines += ["Not measured yet (no `claims.csv` in the figures folder): "
+                  f"{', '.join(missing)}; their {sum(c.notebook in missing for c in CLAIMS)} "
+                  "claims appear when those notebooks run.", ""]
     lines += ["| notebook | claim | paper, source | paper: a - b | rows (a vs b) | metric | "
               "measured | 95 % interval | verdict | seeds |",
               "|---|---|---|---|---|---|---:|---|---|---:|"]
