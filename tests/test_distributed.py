@@ -71,6 +71,8 @@ SCRIPT = textwrap.dedent("""
         train(out + "/cut.pt", [cut])
     except Cut:
         pass
+    # Rank 0 alone writes the checkpoint: every rank resumes from it once it is written.
+    distributed.wait_for_main()
     resumed = train(out + "/cut.pt")
     if distributed.is_main():
         torch.save({{"whole": whole, "resumed": resumed}}, out + "/resume.pt")
