@@ -197,7 +197,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         sweep(grid, executor=args.executor, folder=args.folder,
               slurm_partition=args.slurm_partition, gpus=args.gpus, cpus=args.cpus,
-              timeout_min=args.timeout_min, wait=not args.no_wait, echo=True, **params)
+              timeout_min=args.timeout_min, wait=not args.no_wait,
+              report=lambda t: print(t.to_string(index=False), flush=True), **params)
     return 0
 
 

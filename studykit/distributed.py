@@ -185,9 +185,9 @@ class GradientSync:
 
     def sum(self, *values: torch.Tensor | float) -> list[float]:
         """Each value summed over the ranks (an epoch's loss, accuracy and sample counts)."""
-        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        # On the model's device: NCCL reduces CUDA tensors only, gloo either.
+        device = self.params[0].device if self.params else "cpu"
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
         if self.active:
-            if dist.get_backend() == "nccl":
-                t = t.cuda()
             dist.all_reduce(t)
         return t.cpu().tolist()

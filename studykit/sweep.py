@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,8 @@ def _executor(kind: str, folder: Path, *, slurm_partition: str | None, gpus: int
 def sweep(grid: Mapping[str, Sequence[Any]], *, executor: str = "local",
           folder: str | os.PathLike | None = None, slurm_partition: str | None = None,
           gpus: int = 0, cpus: int = 1, timeout_min: int = 24 * 60,
-          slurm: Mapping[str, Any] | None = None, wait: bool = True, echo: bool = False,
+          slurm: Mapping[str, Any] | None = None, wait: bool = True,
+          report: Callable[[pd.DataFrame], None] | None = None,
           **common: Any) -> pd.DataFrame:
     """Launch one `run_experiment` job per combination of ``grid`` and collect the results.
 
@@ -102,7 +103,8 @@ def sweep(grid: Mapping[str, Sequence[Any]], *, executor: str = "local",
         timeout_min: each job's time limit in minutes.
         slurm: other ``sbatch`` options, e.g. ``{"account": "my-lab", "qos": "normal"}``.
         wait: wait for the jobs and return their results; False returns the job table alone.
-        echo: print the job table as soon as the jobs are submitted, then the results.
+        report: called with the job table as soon as the jobs are submitted, then with the
+            results (the command line prints them).
         **common: run_experiment keys every job shares (``profile``, ``runs_root``, ...).
 
     Returns:
@@ -134,8 +136,8 @@ def sweep(grid: Mapping[str, Sequence[Any]], *, executor: str = "local",
     table = pd.DataFrame([{"job_id": job.job_id, **_shown(params)}
                           for job, params in zip(submitted, jobs)])
     log.info("submitted %d %s job(s); logs in %s", len(jobs), executor, folder)
-    if echo:
-        print(table.to_string(index=False), flush=True)
+    if report is not None:
+        report(table)
     if not wait:
         return table
     rows = []
@@ -146,8 +148,8 @@ def sweep(grid: Mapping[str, Sequence[Any]], *, executor: str = "local",
             rows.append({"job_id": job.job_id, **_shown(params),
                          "error": " ".join(str(e).split())[-300:]})
     results = pd.DataFrame(rows)
-    if echo:
-        print(results.to_string(index=False), flush=True)
+    if report is not None:
+        report(results)
     return results
 
 
