@@ -213,6 +213,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         output_dir=args.output_dir,
         dataset=args.dataset,
+        rerun=args.rerun,
     )
     return 0
 
@@ -335,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--dataset", default="",
                     help="run the series on this dataset (a key or npz:<path>) instead of the "
                          "profile's; figures go to figures/<dataset>/")
+    ps.add_argument("--rerun", action="store_true",
+                    help="execute every chosen notebook, also those an earlier study finished "
+                         "with the same notebook, parameters and package source")
     ps.set_defaults(func=_cmd_study)
     return p
 

@@ -184,6 +184,41 @@ def normalized_mce(
     return float(corruption_errors(table, baseline, corruptions).mean())
 
 
+def relative_mce(
+    table: pd.DataFrame,
+    clean_acc: float,
+    baseline: pd.DataFrame,
+    baseline_clean_acc: float,
+    corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS,
+) -> float:
+    """Hendrycks & Dietterich's relative mCE (%) against ``baseline``: per corruption, the sum
+    over severities of the model's error minus its clean error, divided by the same sum of the
+    baseline's, averaged over corruptions. It measures how much accuracy a corruption costs,
+    apart from how accurate the model is on clean images.
+
+    Args:
+        table, baseline: ``corruption_table`` outputs of the model and of the baseline.
+        clean_acc, baseline_clean_acc: their clean accuracy (%) on the images the tables were
+            measured on.
+
+    Raises:
+        ValueError: a corruption missing from a table, or one that costs the baseline nothing.
+    """
+    def gaps(t: pd.DataFrame, clean: float) -> pd.Series:
+        t = t[t["corruption"].isin(corruptions)]
+        return ((100.0 - t["accuracy"]) - (100.0 - clean)).groupby(t["corruption"]).sum()
+
+    mine, base = gaps(table, clean_acc), gaps(baseline, baseline_clean_acc)
+    missing = sorted(set(corruptions) - set(mine.index) | set(corruptions) - set(base.index))
+    if missing:
+        raise ValueError(f"tables lack corruption(s) {missing}")
+    base = base[list(corruptions)]
+    if (base <= 0).any():
+        raise ValueError(f"the baseline loses no accuracy to {list(base.index[base <= 0])}; "
+                         "relative CE is undefined there")
+    return float((100.0 * mine[list(corruptions)] / base).mean())
+
+
 def accuracy_by_severity(table: pd.DataFrame) -> pd.DataFrame:
     """Pivot: rows corruption, columns severity, values accuracy; plus a ``mean`` row."""
     piv = table.pivot(index="corruption", columns="severity", values="accuracy")
@@ -296,17 +331,18 @@ def adversarial_curve(
     )
 
 
-def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int = 10,
-                     max_rotation: float = 30.0, max_translation: float = 3.0, seed: int = 0,
-                     batch_size: int = 500) -> float:
-    """Accuracy (%) under the worst-of-k random spatial attack (rotation up to 30 degrees,
-    translation up to 3 px; ``attacks.spatial_worst_of_k``). The attack and the scoring both
-    run under `attacks.attack_mode`: eval mode, BN running statistics untouched, every
-    submodule's mode restored afterwards, so a model handed over in train mode is scored as it
-    would be in eval mode and comes back unchanged."""
+def spatial_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: int = 10,
+                    max_rotation: float = 30.0, max_translation: float = 3.0, seed: int = 0,
+                    batch_size: int = 500) -> torch.Tensor:
+    """Per-image outcome (bool, on the CPU) under the worst-of-k random spatial attack
+    (rotation up to 30 degrees, translation up to 3 px; ``attacks.spatial_worst_of_k``): True
+    where the model keeps the label on all k transforms. The attack and the scoring both run
+    under `attacks.attack_mode`: eval mode, BN running statistics untouched, every submodule's
+    mode restored afterwards, so a model handed over in train mode is scored as it would be in
+    eval mode and comes back unchanged."""
     device = model_device(model)
     g = torch.Generator(device=device).manual_seed(seed)
-    correct = 0
+    hits = [torch.zeros(0, dtype=torch.bool)]
     with attacks.attack_mode(model):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device)
@@ -315,8 +351,16 @@ def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, k: i
             worst = attacks.spatial_worst_of_k(model, xb, yb, k=k, max_rotation=max_rotation,
                                                max_translation=max_translation, generator=g)
             with torch.no_grad():
-                correct += int((model(worst).argmax(1) == yb).sum())
-    return 100.0 * correct / max(x.shape[0], 1)
+                hits.append((model(worst).argmax(1) == yb).cpu())
+    return torch.cat(hits)
+
+
+def spatial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     **kwargs: Any) -> float:
+    """Accuracy (%) under the worst-of-k random spatial attack (:func:`spatial_correct`, which
+    takes the same keyword arguments)."""
+    hits = spatial_correct(model, x, y, **kwargs)
+    return 100.0 * int(hits.sum()) / max(x.shape[0], 1)
 
 
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,

@@ -3,8 +3,14 @@
 Each notebook in ``notebooks/`` (``NN_topic.ipynb``) is executed with its ``PROFILE`` parameter
 set, into ``runs/notebooks/<profile>/``; figures are written by the notebooks themselves through
 ``studykit.viz.save_figure``. A summary (status and wall time per notebook) is written next to
-the executed notebooks as ``summary.md`` (to read), ``summary.json`` and ``summary.csv`` (to
-parse), and logged.
+the executed notebooks as ``summary.md`` (to read: each notebook's time, the figures it wrote and
+the verdicts of its claims), ``summary.json`` and ``summary.csv`` (to parse), and logged.
+
+A rerun continues from what is done: a notebook that finished in an earlier study of the same
+output folder is not executed again while the notebook, its parameters and the package's source
+are unchanged (``done.json`` beside the executed notebooks records them; ``rerun=True``, or
+``studykit study --rerun``, executes every chosen notebook anyway). A failed notebook is
+reported with its cell, and the others still run.
 
 After a successful study the results page is rewritten (`studykit.results_page`):
 
@@ -23,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +57,45 @@ class NotebookResult:
     ok: bool
     error: str = ""
     date: str = ""  # ISO date (UTC) on which it finished
+    skipped: bool = False  # done in an earlier study (its recorded time and date)
+
+
+DONE_FILE = "done.json"
+
+
+def source_digest() -> str:
+    """Digest of the package's Python source: a notebook done under other code runs again."""
+    import studykit
+
+    h = hashlib.sha256()
+    root = Path(studykit.__file__).resolve().parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def notebook_digest(path: Path, profile: str, parameters: dict, source: str) -> str:
+    """What decides whether a done notebook is done for this study: its file, its parameters
+    and the package source (`source_digest`)."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(json.dumps({"profile": profile, **parameters, "source": source},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_done(out_dir: Path) -> dict[str, dict]:
+    try:
+        done = json.loads((out_dir / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return done if isinstance(done, dict) else {}
+
+
+def _write_done(out_dir: Path, done: dict[str, dict]) -> None:
+    tmp = out_dir / (DONE_FILE + ".tmp")
+    tmp.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out_dir / DONE_FILE)
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
@@ -121,8 +168,12 @@ def run_study(
     output_dir: str | Path = "runs/notebooks",
     notebooks_dir: str | Path | None = None,
     dataset: str = "",
+    rerun: bool = False,
 ) -> list[NotebookResult]:
     """Execute the series (or the named notebooks) under ``profile``.
+
+    A notebook done by an earlier study into the same folder, with the same notebook file,
+    parameters and package source, is skipped (its recorded time is kept) unless ``rerun``.
 
     With ``dataset`` (a dataset key or ``npz:<path>``), the notebooks that take a ``DATASET``
     parameter run on it with the profile's budgets; the others are left out. Their figures and
@@ -164,10 +215,34 @@ def run_study(
         out_dir = out_dir / dataset_folder(dataset)
     log.info("running %d notebook(s) under profile %r into %s", len(chosen), profile, out_dir)
 
+    source = source_digest()
+    done = _read_done(out_dir)
+    done_lock = threading.Lock()
+    started = time.perf_counter()
+    count = iter(range(1, len(chosen) + 1))
+
     def one(p: Path) -> NotebookResult:
-        log.info("start %s", p.stem)
+        with done_lock:
+            i = next(count)
+        digest = notebook_digest(p, profile, params, source)
+        prev = done.get(p.stem, {})
+        if not rerun and prev.get("digest") == digest and (out_dir / p.name).is_file():
+            log.info("[%d/%d] %s: done earlier (%s, %.0f s); --rerun runs it again", i,
+                     len(chosen), p.stem, prev.get("date", "?"), prev.get("seconds", 0.0))
+            return NotebookResult(p.stem, out_dir / p.name, float(prev.get("seconds", 0.0)),
+                                  True, "", str(prev.get("date", "")), skipped=True)
+        log.info("[%d/%d] start %s (%.0f s into the study)", i, len(chosen), p.stem,
+                 time.perf_counter() - started)
         r = execute_notebook(p, out_dir, profile=profile, parameters=params)
-        log.info("%s %s in %.0f s", "done" if r.ok else "FAILED", p.stem, r.seconds)
+        log.info("[%d/%d] %s %s in %.0f s", i, len(chosen), "done" if r.ok else "FAILED",
+                 p.stem, r.seconds)
+        with done_lock:
+            if r.ok:
+                done[p.stem] = {"digest": digest, "seconds": round(r.seconds, 1),
+                                "date": r.date}
+            else:
+                done.pop(p.stem, None)
+            _write_done(out_dir, done)
         return r
 
     with _figures_for(profile) as figures:
@@ -180,7 +255,13 @@ def run_study(
     times = [results_page.NotebookTime(
         name=r.name, status="ok" if r.ok else "FAILED", seconds=round(r.seconds, 1),
         profile=profile, date=r.date or _today(), jobs=jobs) for r in results]
-    summary = write_summary(out_dir, times)
+    fig_dir = figures
+    if dataset:
+        from studykit.viz import dataset_folder
+
+        fig_dir = figures / dataset_folder(dataset)
+    summary = write_summary(out_dir, times, figures=fig_dir,
+                            skipped={r.name for r in results if r.skipped})
     log.info("executed notebooks in %s; figures in %s; summary %s", out_dir, figures, summary)
     failed = [r for r in results if not r.ok]
     if failed:
@@ -224,25 +305,49 @@ def takes_parameter(path: Path, name: str) -> bool:
     return False
 
 
-def write_summary(out_dir: Path, times: Sequence[results_page.NotebookTime]) -> Path:
+def _verdicts(claims_csv: Path) -> str:
+    """``"2 shown, 1 not resolved"`` from a notebook's claims.csv ("" when it has none)."""
+    try:
+        import pandas as pd
+
+        counts = pd.read_csv(claims_csv)["verdict"].value_counts()
+    except (OSError, ValueError, KeyError):
+        return ""
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
+
+
+def write_summary(out_dir: Path, times: Sequence[results_page.NotebookTime], *,
+                  figures: Path | None = None, skipped: set[str] | frozenset = frozenset()
+                  ) -> Path:
     """``summary.md``, ``summary.json`` and ``summary.csv`` of one study in ``out_dir``: per
-    notebook its status, seconds, profile, date and the number of notebooks run at once.
+    notebook its status, seconds, profile, date and the number of notebooks run at once; the
+    Markdown adds, from ``figures``, the figures each notebook's folder holds and the verdicts
+    of its claims.
 
     Returns:
         The path of ``summary.md``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     profile = times[0].profile if times else ""
-    lines = ["| notebook | status | seconds |", "|---|---|---|"]
-    lines += [f"| {t.name} | {t.status} | {t.seconds:.0f} |" for t in times]
+    lines = ["| notebook | status | seconds | figures | claims |", "|---|---|---|---|---|"]
+    for t in times:
+        folder = Path(figures) / t.name if figures is not None else None
+        pngs = len(list(folder.glob("*.png"))) if folder is not None and folder.is_dir() else 0
+        verdicts = _verdicts(folder / "claims.csv") if folder is not None else ""
+        status = f"{t.status} (done earlier)" if t.name in skipped else t.status
+        lines.append(f"| {t.name} | {status} | {t.seconds:.0f} | {pngs} | {verdicts or '-'} |")
+    total = sum(t.seconds for t in times)
     summary = out_dir / "summary.md"
-    summary.write_text(f"# studykit study, profile `{profile}`\n\n" + "\n".join(lines) + "\n")
+    summary.write_text(f"# studykit study, profile `{profile}`\n\n" + "\n".join(lines)
+                       + f"\n\nTotal: {total:.0f} s over {len(times)} notebook(s).\n")
     rows = [asdict(t) for t in times]
     (out_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     with (out_dir / "summary.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=results_page.TIME_COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    for line in lines[2:]:
+        log.info("summary %s", line)
     return summary
 
 

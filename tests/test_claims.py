@@ -108,7 +108,7 @@ def test_ra_per_image_averages_to_the_robust_accuracy_of_the_same_outcomes():
 def test_every_claim_is_complete_and_keys_are_unique():
     keys = [c.key for c in claims.CLAIMS]
     assert len(keys) == len(set(keys)) >= 15
-    assert len({c.notebook for c in claims.CLAIMS}) == 7  # notebooks 01-07
+    assert len({c.notebook for c in claims.CLAIMS}) == 8  # notebooks 01-08
     for c in claims.CLAIMS:
         assert c.a != c.b and c.statement and c.source and c.setting
         assert (c.paper_a is None) == (c.paper_b is None)

@@ -90,3 +90,43 @@ def test_a_dataset_study_checks_the_dataset_and_takes_the_notebooks_that_accept_
              for p in study.list_notebooks(REPO / "notebooks")}
     assert all(takes.values()), takes
     assert cli.main(["study", "--profile", "smoke", "--dataset", "imagenet"]) == 2
+
+
+def _tiny_notebook(path, text: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('PROFILE: str = "quick"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(text)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_a_rerun_continues_from_what_is_done(tmp_path, monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "01_ok.ipynb", "print('one')")
+    _tiny_notebook(nbs / "02_fails.ipynb", "raise RuntimeError('broken cell')")
+    _tiny_notebook(nbs / "03_ok.ipynb", "print('three')")
+    monkeypatch.setenv(viz.FIGURES_ENV, str(tmp_path / "figures"))
+    kw = dict(profile="smoke", notebooks_dir=nbs, output_dir=tmp_path / "out")
+    # A failing notebook is reported with its cell; the one after it still runs.
+    with pytest.raises(RuntimeError, match=r"(?s)02_fails.*In \[\d+\].*broken cell"):
+        study.run_study(**kw)
+    out = tmp_path / "out" / "smoke"
+    assert (out / "03_ok.ipynb").is_file()
+    summary = (out / "summary.md").read_text()
+    assert "| 02_fails | FAILED |" in summary and "| 03_ok | ok |" in summary
+    # Fixed and run again: only the notebook that failed is executed.
+    _tiny_notebook(nbs / "02_fails.ipynb", "print('fixed')")
+    results = {r.name: r for r in study.run_study(**kw)}
+    assert [k for k, r in results.items() if r.skipped] == ["01_ok", "03_ok"]
+    assert results["02_fails"].ok and not results["02_fails"].skipped
+    assert "ok (done earlier)" in (out / "summary.md").read_text()
+    # A changed notebook runs again; so does every notebook with rerun=True.
+    _tiny_notebook(nbs / "03_ok.ipynb", "print('three, changed')")
+    results = {r.name: r for r in study.run_study(**kw)}
+    assert [k for k, r in results.items() if not r.skipped] == ["03_ok"]
+    assert not any(r.skipped for r in study.run_study(**kw, rerun=True))

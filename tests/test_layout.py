@@ -29,7 +29,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "studykit.analysis.bn_variance", "studykit.analysis.corruption_ssim"),
     # 4: experiments and what shows them
     ("studykit.experiment", "studykit.run_evaluation", "studykit.comparison", "studykit.viz",
-     "studykit.widgets", "studykit.claims", "studykit.zoo"),
+     "studykit.widgets", "studykit.claims", "studykit.zoo", "studykit.benchmark",
+     "studykit.step_cost"),
     # 5: entry points
     ("studykit.study", "studykit.results_page", "studykit.sweep", "studykit.cli",
      "studykit.__main__"),

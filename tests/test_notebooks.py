@@ -44,6 +44,7 @@ FIGURES = {
                                "ra_bars", "linf_curves", "l2_curves"},
     "07_advbn": {"reconstruction_strip", "shift_strength", "feature_divergence_0",
                  "feature_divergence_1"},
+    "08_benchmark": {"drop_heatmap", "accuracy_vs_severity", "clean_vs_ra", "clean_vs_linf"},
 }
 REAL_DATA_FIGURES = {"00_data_and_corruptions": {"gallery_cifar10_jpeg", "stand_in_scatter"}}
 # Figures with one panel or column per dataset: the committed one (made with the real-image copy)
@@ -181,3 +182,21 @@ def test_notebook_is_committed_clean(path):
         assert not any(line.lstrip().startswith(("def ", "class ")) for line in src.splitlines())
         if "NBVAL_CHECK_OUTPUT" not in src:
             assert not c.get("outputs"), "outputs must be stripped before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_papermill_reads_every_parameter(path, caplog):
+    # `papermill --help-notebook` lists what its parser reads from the parameters cell; a line
+    # with a second "=" (in its comment) is skipped with a warning, so its parameter would be
+    # missing from the help.
+    import ast
+
+    import papermill
+
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = [n.target.id for n in ast.parse("".join(cell["source"])).body
+                if isinstance(n, ast.AnnAssign)]
+    with caplog.at_level("WARNING", logger="papermill"):
+        found = papermill.inspect_notebook(str(path))
+    assert list(found) == assigned, caplog.text

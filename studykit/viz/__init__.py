@@ -6,6 +6,8 @@
   go to a temporary folder so that tests never change ``figures/``.
 - :mod:`~studykit.viz.images`: image grids and the corruption gallery.
 - :mod:`~studykit.viz.plots`: result plots (curves, severities, bars, features, statistics).
+- :mod:`~studykit.viz.comparison`: many methods side by side (drop heatmap, severity lines,
+  trade-off scatters).
 - :mod:`~studykit.viz.drops`: per-corruption accuracy drops and the stand-in rank correlation.
 
 Without a display (and without ``$MPLBACKEND``) matplotlib draws with the Agg backend.
@@ -18,6 +20,11 @@ import matplotlib
 if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")
 
+from studykit.viz.comparison import (  # noqa: E402
+    plot_drop_heatmap,
+    plot_severity_lines,
+    plot_tradeoff,
+)
 from studykit.viz.drops import (  # noqa: E402
     RHO_EXCLUDED,
     corruption_drops,
@@ -71,6 +78,7 @@ __all__ = [
     "plot_columns",
     "plot_corruption_drop",
     "plot_curves",
+    "plot_drop_heatmap",
     "plot_drop_scatter",
     "plot_eps_curve",
     "plot_feature_panels",
@@ -78,7 +86,9 @@ __all__ = [
     "plot_history_columns",
     "plot_layer_statistics",
     "plot_metric_bars",
+    "plot_severity_lines",
     "plot_ssim_density",
+    "plot_tradeoff",
     "save_figure",
     "save_table",
     "to_numpy_images",
