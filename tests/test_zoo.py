@@ -225,3 +225,25 @@ def test_a_real_entry_loads_into_robustbench_architecture(tmp_path):
     x = torch.rand(4, 3, 32, 32)  # [0, 1] images: the model normalises inside
     with torch.no_grad():
         assert torch.allclose(loaded(x), net(x))
+
+
+def test_a_zoo_model_joins_the_benchmark_beside_a_trained_run(cache, tmp_path):
+    from studykit import benchmark, viz
+    from studykit.experiment import run_experiment
+
+    model_dir, _ = cache
+    ev = {**EVAL, "runs_root": tmp_path / "runs", "eval_corruptions": "benchmark"}
+    results = {"standard": run_experiment(method="standard", **ev),
+               f"zoo:{FAKE}": zoo.load_zoo_run(FAKE, dataset="synthetic", model_dir=model_dir,
+                                               **ev)}
+    table = benchmark.benchmark_table(results)
+    assert list(table.index) == ["standard", f"zoo:{FAKE}"]
+    assert table.loc[f"zoo:{FAKE}", "clean"] == results[f"zoo:{FAKE}"].metrics["clean_acc"]
+    assert table.loc["standard", "mCE vs standard"] == pytest.approx(100.0)
+    assert table.loc[f"zoo:{FAKE}", "Linf 8/255"] == results[f"zoo:{FAKE}"].metrics[
+        "adv_linf@0.03137"]
+    assert benchmark.drop_table(results).shape == (15, 2)
+    assert benchmark.severity_table(results).shape == (2, 6)
+    rows = benchmark.claim_rows(results)
+    assert len(rows[f"zoo:{FAKE}"][0]["ra"]) == 64
+    viz.plot_drop_heatmap(benchmark.drop_table(results))
