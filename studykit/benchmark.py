@@ -22,6 +22,7 @@ import torch
 
 from studykit import evaluation
 from studykit.claims import unit_values
+from studykit.comparison import eps_columns
 
 # The rows of the benchmark: label -> run_experiment options, each as the notebook that studies
 # the method trains it (same options: same run).
@@ -65,10 +66,6 @@ def check_rows(labels: Sequence[str]) -> list[str]:
     return [BASELINE, *[lb for lb in dict.fromkeys(labels) if lb != BASELINE]]
 
 
-def _eps_column(norm: str, eps: float) -> str:
-    return f"Linf {255 * eps:.0f}/255" if norm == "linf" else f"L2 {eps:g}"
-
-
 def benchmark_table(results: Mapping[str, Any], *, l2: Mapping[str, Any] | None = None,
                     spatial: Mapping[str, torch.Tensor] | None = None,
                     shifted: Mapping[str, torch.Tensor] | None = None,
@@ -103,8 +100,7 @@ def benchmark_table(results: Mapping[str, Any], *, l2: Mapping[str, Any] | None 
         l2_run = (l2 or {}).get(label)
         for curve in (r.adversarial, l2_run.adversarial if l2_run is not None else None):
             if curve is not None:
-                row.update({_eps_column(n, e): a for n, e, a in
-                            zip(curve["norm"], curve["eps"], curve["accuracy"]) if e > 0})
+                row.update(eps_columns(curve))
         if spatial and label in spatial:
             row["spatial"] = 100.0 * float(spatial[label].float().mean())
         if shifted and label in shifted:

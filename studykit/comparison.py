@@ -84,8 +84,11 @@ def corruption_error_table(results: Mapping[str, ExperimentResult],
     return table
 
 
-def _eps_column(norm: str, eps: float) -> str:
-    return f"Linf {255 * eps:.0f}/255" if norm == "linf" else f"{norm.upper()} {eps:g}"
+def eps_columns(curve: pd.DataFrame) -> dict[str, float]:
+    """An ``adversarial_curve``'s accuracy at every eps > 0, keyed ``Linf 8/255`` or
+    ``L2 0.5`` (the column names of the adversarial tables)."""
+    return {(f"Linf {255 * e:.0f}/255" if n == "linf" else f"{n.upper()} {e:g}"): a
+            for n, e, a in zip(curve["norm"], curve["eps"], curve["accuracy"]) if e > 0}
 
 
 def adversarial_table(results: Mapping[str, ExperimentResult],
@@ -98,8 +101,7 @@ def adversarial_table(results: Mapping[str, ExperimentResult],
         row = {"clean": r.metrics["clean_acc"]}
         for curve in ((curves or {}).get(label), r.adversarial):
             if curve is not None:
-                row.update({_eps_column(n, e): a for n, e, a in
-                            zip(curve["norm"], curve["eps"], curve["accuracy"]) if e > 0})
+                row.update(eps_columns(curve))
         rows[label] = row
     return pd.DataFrame(rows).T
 

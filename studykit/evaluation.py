@@ -156,23 +156,34 @@ def mean_corruption_error(
     return 100.0 - robust_accuracy(table, corruptions)
 
 
+def _error_sums(table: pd.DataFrame, corruptions: Sequence[str], clean_acc: float = 100.0
+                ) -> pd.Series:
+    """Per corruption, the sum over severities of the error (%) minus the clean error
+    ``100 - clean_acc`` (with the default 100: the plain error)."""
+    t = table[table["corruption"].isin(corruptions)]
+    return ((100.0 - t["accuracy"]) - (100.0 - clean_acc)).groupby(t["corruption"]).sum()
+
+
+def _ratio_to_baseline(mine: pd.Series, base: pd.Series, corruptions: Sequence[str],
+                       what: str) -> pd.Series:
+    missing = sorted(set(corruptions) - set(mine.index) | set(corruptions) - set(base.index))
+    if missing:
+        raise ValueError(f"tables lack corruption(s) {missing}")
+    base = base[list(corruptions)]
+    if (base <= 0).any():
+        raise ValueError(f"the baseline {what} on {list(base.index[base <= 0])}; "
+                         "CE is undefined there")
+    return 100.0 * mine[list(corruptions)] / base
+
+
 def corruption_errors(
     table: pd.DataFrame,
     baseline: pd.DataFrame,
     corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS,
 ) -> pd.Series:
     """CE per corruption (%): sum_s err(model) / sum_s err(baseline) * 100, keyed by name."""
-    def errors(t: pd.DataFrame) -> pd.Series:
-        t = t[t["corruption"].isin(corruptions)]
-        return (100.0 - t["accuracy"]).groupby(t["corruption"]).sum()
-
-    mine, base = errors(table), errors(baseline)
-    missing = sorted(set(corruptions) - set(mine.index) | set(corruptions) - set(base.index))
-    if missing:
-        raise ValueError(f"tables lack corruption(s) {missing}")
-    if (base[list(corruptions)] <= 0).any():
-        raise ValueError("the baseline makes no error on some corruption; CE is undefined there")
-    return (100.0 * mine / base)[list(corruptions)]
+    return _ratio_to_baseline(_error_sums(table, corruptions), _error_sums(baseline, corruptions),
+                              corruptions, "makes no error")
 
 
 def normalized_mce(
@@ -204,19 +215,9 @@ def relative_mce(
     Raises:
         ValueError: a corruption missing from a table, or one that costs the baseline nothing.
     """
-    def gaps(t: pd.DataFrame, clean: float) -> pd.Series:
-        t = t[t["corruption"].isin(corruptions)]
-        return ((100.0 - t["accuracy"]) - (100.0 - clean)).groupby(t["corruption"]).sum()
-
-    mine, base = gaps(table, clean_acc), gaps(baseline, baseline_clean_acc)
-    missing = sorted(set(corruptions) - set(mine.index) | set(corruptions) - set(base.index))
-    if missing:
-        raise ValueError(f"tables lack corruption(s) {missing}")
-    base = base[list(corruptions)]
-    if (base <= 0).any():
-        raise ValueError(f"the baseline loses no accuracy to {list(base.index[base <= 0])}; "
-                         "relative CE is undefined there")
-    return float((100.0 * mine[list(corruptions)] / base).mean())
+    mine = _error_sums(table, corruptions, clean_acc)
+    base = _error_sums(baseline, corruptions, baseline_clean_acc)
+    return float(_ratio_to_baseline(mine, base, corruptions, "loses no accuracy").mean())
 
 
 def accuracy_by_severity(table: pd.DataFrame) -> pd.DataFrame:

@@ -64,6 +64,7 @@ class Claim:
 _C10_R18 = "CIFAR-10(-C), ResNet-18"
 _C10_RAM = "CIFAR-10(-C), WRN-50-2"
 _C10_ADA = "CIFAR-10(-C), PreAct-ResNet-50"
+_C100_R18 = "CIFAR-100(-C), ResNet-18"
 
 CLAIMS: tuple[Claim, ...] = (
     # ---- 01 baselines ------------------------------------------------------------------
@@ -89,7 +90,7 @@ CLAIMS: tuple[Claim, ...] = (
           "ra", "augmix-dubin", "augmix-bn", True, 89.74, 89.01),
     Claim("pgd_at_below_augmax_ra", "02_augmax_dubin",
           "PGD-AT has lower RA than AugMax-DuBIN", AUGMAX, "Table 10",
-          "CIFAR-100(-C), ResNet-18", "ra", "pgd_at", "augmax-dubin", False, 47.71, 64.02),
+          _C100_R18, "ra", "pgd_at", "augmax-dubin", False, 47.71, 64.02),
     Claim("pgd_at_over_augmax_linf", "02_augmax_dubin",
           "PGD-AT is more robust than AugMax-DuBIN to Linf PGD at 8/255", PGDAT,
           "not reported by AugMax (Sec. 3.2 uses PGD-AT as the hard, undiverse extreme)",
@@ -180,13 +181,13 @@ CLAIMS: tuple[Claim, ...] = (
           "CIFAR-10.1, ResNeXt-29", "cifar10.1", "augmax-dubin", "augmix", True, 90.64, 88.90,
           note="needs the CIFAR-10.1 files (studykit fetch cifar10.1)"),
     Claim("augmax_over_advmix_ra", "08_benchmark", "AugMax-DuBIN has higher RA than AdvMix",
-          AUGMAX, "Table 10", "CIFAR-100(-C), ResNet-18", "ra", "augmax-dubin", "advmix", True,
+          AUGMAX, "Table 10", _C100_R18, "ra", "augmax-dubin", "advmix", True,
           64.02, 56.89),
     Claim("augmax_over_augmix_pgdat_ra", "08_benchmark",
           "AugMax-DuBIN has higher RA than AugMix+PGDAT", AUGMAX, "Table 10",
-          "CIFAR-100(-C), ResNet-18", "ra", "augmax-dubin", "augmix_pgdat", True, 64.02, 51.39),
+          _C100_R18, "ra", "augmax-dubin", "augmix_pgdat", True, 64.02, 51.39),
     Claim("augmax_over_advmax_ra", "08_benchmark", "AugMax-DuBIN has higher RA than AdvMax",
-          AUGMAX, "Table 10", "CIFAR-100(-C), ResNet-18", "ra", "augmax-dubin", "advmax", True,
+          AUGMAX, "Table 10", _C100_R18, "ra", "augmax-dubin", "advmax", True,
           64.02, 38.65),
     Claim("pgd_at_below_standard_clean", "08_benchmark",
           "PGD-AT costs clean accuracy against standard training", AUGMAX, "Table 10",
