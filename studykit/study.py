@@ -271,7 +271,7 @@ def run_study(
         from studykit.viz import dataset_folder
 
         if profile != "paper":
-            claims.write_scorecard(figures / dataset_folder(dataset))
+            claims.write_scorecard(figures / dataset_folder(dataset), dataset=dataset)
     else:
         write_results(profile, figures, times, notebooks_dir)
     return results

@@ -147,6 +147,20 @@ def test_scorecard_counts_the_verdicts(tmp_path):
     assert text.count("| 01_baselines |") == 2 and "[+0.50, +1.50]" in text
 
 
+def test_scorecard_of_another_dataset_names_it_and_its_command(tmp_path):
+    folder = tmp_path / "01_baselines"
+    folder.mkdir()
+    pd.DataFrame([{**dict.fromkeys(claims.COLUMNS, "x"), "measured": 1.0, "low": 0.5,
+                   "high": 1.5, "verdict": "shown", "seeds": 1}]).to_csv(
+        folder / "claims.csv", index=False)
+    text = claims.write_scorecard(tmp_path, dataset="npz:/somewhere/else/real.npz").read_text()
+    assert text.startswith("# Claims scorecard: npz:<path>/real.npz\n")
+    assert "/somewhere/else" not in text  # the machine's path stays out of a committed file
+    assert "make study DATASET=npz:<path>/real.npz" in text
+    assert "Not run on this dataset" in text and "Not measured yet" not in text
+    assert claims.write_scorecard(tmp_path).read_text().startswith("# Claims scorecard\n")
+
+
 def test_outcomes_round_trip_and_damage_is_moved_aside(tmp_path, caplog):
     path = tmp_path / "outcomes.npz"
     hits = {"clean": np.array([True, False, True]), "adv/linf/0.03137": np.array([False] * 3)}

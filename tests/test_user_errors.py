@@ -290,7 +290,10 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "studykit", "train", "--profile", "smoke", "-p", "epochs=500",
          "-p", "n_train=256", "-p", "n_test=32", "-p", "progress=False"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        # A shell without job control starts background jobs with SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: the child gets Ctrl-C's default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").rglob("checkpoint.pt")):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
