@@ -36,6 +36,7 @@ from studykit.checks import (
     describe_type,
 )
 from studykit.data import DeviceLoader, ImageDataset, list_datasets, load_dataset
+from studykit.data.npz import npz_label
 from studykit.methods import (
     Method,
     MethodContext,
@@ -124,7 +125,7 @@ class ExperimentResult:
     def summary(self) -> dict[str, Any]:
         """One flat row for comparison tables."""
         t = self.config["train"]
-        row = {"method": t["method"], "arch": t["arch"], "dataset": t["dataset"],
+        row = {"method": t["method"], "arch": t["arch"], "dataset": npz_label(t["dataset"]),
                "seed": t["seed"], "epochs": t["epochs"]}
         row.update({k: v for k, v in self.metrics.items() if isinstance(v, (int, float))})
         return row

@@ -579,3 +579,10 @@ def test_loader_cuda_matches_cpu():
         torch.equal(p[0], q[0].cpu()) and torch.equal(p[1], q[1].cpu())
         for p, q in zip(cpu, gpu, strict=True)
     )
+
+
+def test_npz_label_keeps_the_machines_folders_out_of_tables():
+    from studykit.data.npz import npz_label
+
+    assert npz_label("npz:/home/me/data/real copy.npz") == "npz:<path>/real copy.npz"
+    assert npz_label("cifar10") == "cifar10" and npz_label(None) is None

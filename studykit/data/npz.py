@@ -19,6 +19,14 @@ from studykit.data.dataset import ImageDataset
 MAX_UNNAMED_CLASSES = 100_000
 
 
+def npz_label(dataset: str) -> str:
+    """A dataset as tables and scorecards name it: its key, or ``npz:<path>/<file name>`` for an
+    npz file, so that no machine's folder lands in a committed table."""
+    if isinstance(dataset, str) and dataset.startswith("npz:"):
+        return f"npz:<path>/{Path(dataset[4:]).name}"
+    return dataset
+
+
 class NpzNotFound(FileNotFoundError, ValueError):
     """The npz file named does not exist: a missing file (FileNotFoundError) and a bad value
     of the ``dataset`` parameter (ValueError: exit status 2 on the command line)."""
