@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 # DATASET=cifar10 (or npz:<path>) runs the series on that dataset instead of the profile's.
 DATASET ?=
+# Notebooks run at a time (each kernel gets an equal share of the cores).
+JOBS ?= 2
 STAMP := $(VENV)/.studykit-installed
 
 .PHONY: study test install lint bench bench-gpu clean-venv
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: $(STAMP)
-	$(VENV)/bin/studykit study --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET))
+	$(VENV)/bin/studykit study --profile $(PROFILE) --jobs $(JOBS) $(if $(DATASET),--dataset $(DATASET))
 
 # pytest-xdist spreads the suite over the cores (pyproject's addopts); the slowest tests are
 # listed at the end, so a test that grows shows up there.

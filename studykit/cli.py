@@ -271,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         pt = sub.add_parser(name, help=helptext, description=helptext + ".", epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         pt.add_argument("--profile", default="quick",
-                        help="smoke | quick | paper (default quick: small_cnn, 15 epochs on "
-                             "10,000 synthetic images)")
+                        help="smoke | quick | paper (default quick: small_cnn of width 8, 8 "
+                             "epochs on 10,000 synthetic images)")
         pt.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a run_experiment parameter, e.g. -p method=standard -p epochs=3; "
                              "'studykit list params' lists them")

@@ -21,6 +21,11 @@ After a successful study the results page is rewritten (`studykit.results_page`)
   changes a tracked file;
 * ``paper``: no page (the committed figures and the page describe the ``quick`` profile).
 
+With ``jobs`` notebooks at a time, each notebook's kernel gets an equal share of the cores
+(``OMP_NUM_THREADS``, `kernel_threads`): two kernels of two intra-op threads each on two cores
+lose more to contention than they gain, while two of one thread each do about 1.6-2x the work
+of one kernel of two threads with the quick profile's small CNN.
+
 With the page, the claims scorecard (``claims.md`` in the figures folder, `studykit.claims`) is
 rewritten from the notebooks' ``claims.csv``.
 """
@@ -144,6 +149,43 @@ def _today() -> str:
     return datetime.now(timezone.utc).date().isoformat()
 
 
+# Environment variables that set a kernel's thread pools (torch's intra-op pool follows OMP's).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def kernel_threads(jobs: int, cores: int | None = None) -> int:
+    """Threads per notebook kernel when ``jobs`` kernels share ``cores`` (default: this
+    machine's usable cores): an equal share, at least one."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+    return max(1, cores // max(1, jobs))
+
+
+@contextlib.contextmanager
+def _thread_share(jobs: int) -> Iterator[None]:
+    """With several notebooks at a time, the kernels started inside inherit a thread count of
+    `kernel_threads` each (a variable the user set is kept); restored afterwards."""
+    if jobs <= 1:
+        yield
+        return
+    n = str(kernel_threads(jobs))
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    for k in THREAD_VARS:
+        if saved[k] is None:
+            os.environ[k] = n
+    log.info("%d notebooks at a time: %s thread(s) per kernel", jobs,
+             os.environ["OMP_NUM_THREADS"])
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 @contextlib.contextmanager
 def _figures_for(profile: str) -> Iterator[Path]:
     """Where this study's notebooks write figures. Under ``smoke`` (unless $STUDYKIT_FIGURES
@@ -245,7 +287,7 @@ def run_study(
             _write_done(out_dir, done)
         return r
 
-    with _figures_for(profile) as figures:
+    with _figures_for(profile) as figures, _thread_share(jobs):
         if jobs > 1:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 results = list(pool.map(one, chosen))

@@ -130,3 +130,23 @@ def test_a_rerun_continues_from_what_is_done(tmp_path, monkeypatch):
     results = {r.name: r for r in study.run_study(**kw)}
     assert [k for k, r in results.items() if not r.skipped] == ["03_ok"]
     assert not any(r.skipped for r in study.run_study(**kw, rerun=True))
+
+
+def test_two_notebooks_at_a_time_share_the_cores(tmp_path, monkeypatch):
+    assert study.kernel_threads(2, cores=2) == 1 and study.kernel_threads(2, cores=16) == 8
+    assert study.kernel_threads(4, cores=2) == 1 and study.kernel_threads(1, cores=6) == 6
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    probe = ("import os, torch\n"
+             "open(os.path.join({out!r}, '{name}.txt'), 'w').write("
+             "f\"{{os.environ.get('OMP_NUM_THREADS')}} {{torch.get_num_threads()}}\")")
+    for name in ("01_a", "02_b"):
+        _tiny_notebook(nbs / f"{name}.ipynb", probe.format(out=str(tmp_path), name=name))
+    for k in study.THREAD_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(viz.FIGURES_ENV, str(tmp_path / "figures"))
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    study.run_study(profile="smoke", notebooks_dir=nbs, output_dir=tmp_path / "out", jobs=2)
+    # Each kernel ran on one intra-op thread; the study's own environment is restored.
+    assert [(tmp_path / f"{n}.txt").read_text() for n in ("01_a", "02_b")] == ["1 1", "1 1"]
+    assert all(k not in study.os.environ for k in study.THREAD_VARS)

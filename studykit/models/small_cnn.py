@@ -52,9 +52,10 @@ class ConvNormAct(nn.Module):
 class SmallCNN(ImageClassifier):
     """Four conv3x3-norm-ReLU stages (w, 2w, 4w, 4w channels), max-pooling before stages 2-4.
 
-    About 6.8 MFLOPs (3.4 M multiply-adds) per 32x32 image at width 16: the model of the
-    ``smoke`` and ``quick`` profiles on CPU. (A three-stage version without the 4x4 stage
-    reached only about 32% on the synthetic set in the quick budget, the four-stage one 71%.)
+    About 6.8 MFLOPs (3.4 M multiply-adds) per 32x32 image at width 16, a quarter of that at
+    the width 8 of the ``smoke`` and ``quick`` profiles: the model of those profiles on CPU.
+    (At width 16 and 15 epochs a three-stage version without the 4x4 stage reached about 32%
+    on the synthetic set, the four-stage one 71%.)
 
     Args:
         num_classes: outputs.
