@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/frost_statistics.py
 	$(PY) benchmarks/explorer_latency.py
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/kernel_share.py
 
 # One short session on a CUDA machine (under 8 minutes): the gpu-marked tests, then the
 # training throughput of every notebook's runs under its paper recipe (one GPU, then torchrun

@@ -23,8 +23,10 @@ After a successful study the results page is rewritten (`studykit.results_page`)
 
 With ``jobs`` notebooks at a time, each notebook's kernel gets an equal share of the cores
 (``OMP_NUM_THREADS``, `kernel_threads`): two kernels of two intra-op threads each on two cores
-lose more to contention than they gain, while two of one thread each do about 1.6-2x the work
-of one kernel of two threads with the quick profile's small CNN.
+lose more to contention than they gain, while with the quick profile's small CNN two of one
+thread each do up to about 1.5 times the training work of one kernel of two threads
+(``benchmarks/kernel_share.py``). A kernel keeps its share to the end, so when fewer notebooks
+than ``jobs`` are left, cores idle.
 
 With the page, the claims scorecard (``claims.md`` in the figures folder, `studykit.claims`) is
 rewritten from the notebooks' ``claims.csv``.
