@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import sys
 import time
+
+from studykit.study import kernel_threads
+from studykit.threads import usable_cores
 
 DEFAULT_METHODS = ["standard", "augmix", "augmax", "pgd_at"]
 
@@ -66,13 +68,6 @@ def _warm() -> None:
     import studykit.methods  # noqa: F401
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
@@ -80,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     a = p.parse_args(argv)
-    n = cores()
+    n = usable_cores()
     if a.jobs < 2 or a.steps < 1:
         print(f"--jobs must be >= 2 and --steps >= 1, got {a.jobs} and {a.steps}",
               file=sys.stderr)
         return 2
-    share = max(1, n // a.jobs)
+    share = kernel_threads(a.jobs, n)
     ctx = mp.get_context("spawn")
     print(f"{n} cores; {a.jobs} jobs x {a.steps} steps each: one process of {n} threads vs "
           f"{a.jobs} processes of {share}")

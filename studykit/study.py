@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from studykit import claims, profiles, results_page
+from studykit import claims, profiles, results_page, threads
 from studykit.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -159,10 +159,7 @@ def kernel_threads(jobs: int, cores: int | None = None) -> int:
     """Threads per notebook kernel when ``jobs`` kernels share ``cores`` (default: this
     machine's usable cores): an equal share, at least one."""
     if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
+        cores = threads.usable_cores()
     return max(1, cores // max(1, jobs))
 
 
@@ -173,19 +170,15 @@ def _thread_share(jobs: int) -> Iterator[None]:
     if jobs <= 1:
         yield
         return
-    n = str(kernel_threads(jobs))
-    saved = {k: os.environ.get(k) for k in THREAD_VARS}
-    for k in THREAD_VARS:
-        if saved[k] is None:
-            os.environ[k] = n
+    added = {k: str(kernel_threads(jobs)) for k in THREAD_VARS if k not in os.environ}
+    os.environ.update(added)
     log.info("%d notebooks at a time: %s thread(s) per kernel", jobs,
              os.environ["OMP_NUM_THREADS"])
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        for k in added:
+            os.environ.pop(k, None)
 
 
 @contextlib.contextmanager

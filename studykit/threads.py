@@ -1,4 +1,4 @@
-"""Torch's intra-op thread count for small work.
+"""Thread counts: torch's intra-op threads for small work, and the cores a process may use.
 
 Small ops (a few hundred elementwise ops on a chunk of images, or one 32x32 image through a
 small CNN) lose more to synchronisation between intra-op threads than they gain; on 2 busy
@@ -8,6 +8,7 @@ on two while another process keeps a core busy).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,3 +24,11 @@ def one_intra_op_thread() -> Iterator[int]:
         yield threads
     finally:
         torch.set_num_threads(threads)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
